@@ -1,0 +1,3 @@
+from cnntui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The ``cnntui`` command. Without a subcommand it opens the debugger (the only place this
+package touches the UI, imported lazily); the subcommands are headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnntui.model import SEED, WeightsError
+
+DEFAULT_APP_WEIGHTS = SEED  # becomes "pretrained" once the shipped weights exist
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one sentence, exit status 1."""
+
+
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; digit indices start at 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnntui", description="A terminal debugger for a CNN written from scratch in NumPy.")
+    parser.add_argument("--index", type=_index, default=0, help="digit to open (0-1796)")
+    parser.add_argument("--weights", default=None,
+                        help="pretrained | seed | PATH to an .npz (default: pretrained if shipped)")
+    parser.add_argument("--color", choices=["auto", "truecolor", "256", "16", "none"],
+                        default="auto", help="colour depth of the heatmaps")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def weights_and_index(p: argparse.ArgumentParser, weights_default: str = SEED) -> None:
+        p.add_argument("--index", type=_index, default=0, help="digit index (0-1796)")
+        p.add_argument("--weights", default=weights_default, help="seed | pretrained | PATH")
+        p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+
+    p = sub.add_parser("trace", help="every step of one digit's forward and backward pass")
+    weights_and_index(p)
+    p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    p.add_argument("--values", action="store_true", help="with --json: include every value")
+
+    p = sub.add_parser("verify", help="check the trace against PyTorch and finite differences")
+    weights_and_index(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bench", help="time the lesson loops, the NumPy path and PyTorch")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--repeat", type=int, default=None, help="timed repetitions per measurement")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            from screens.app import run_app  # the UI is imported only to launch it
+
+            return run_app(args)
+        if args.command in ("trace", "verify"):
+            from cnntui import report
+
+            return report.main(args)
+        if args.command == "bench":
+            from cnntui import bench
+
+            return bench.main(args)
+        raise UserError(f"unknown command {args.command}")
+    except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
+        print(f"cnntui: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnntui: interrupted", file=sys.stderr)
+        return 130
