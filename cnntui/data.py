@@ -10,7 +10,9 @@ The fixed split: ``train_test_split(indices, test_size=0.2, stratify=labels, ran
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+import importlib.util
+from functools import cache, cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -27,13 +29,20 @@ def prepare(img8: np.ndarray) -> np.ndarray:
     return img[np.newaxis, :, :]
 
 
+def _digits_csv() -> Path:
+    """scikit-learn's copy of the digits, found without importing scikit-learn (which takes ~1 s,
+    too long for the app's first paint)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("scikit-learn is not installed; it ships the digits data set")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+
+
 @dataclass(frozen=True)
 class Digits:
     images: np.ndarray  # (1797, 1, 28, 28) float64, standardised
     raw: np.ndarray  # (1797, 8, 8) the original 0..16 pixels
     labels: np.ndarray  # (1797,) int64
-    train_idx: np.ndarray  # (1437,) indices into images
-    test_idx: np.ndarray  # (360,)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,18 +53,33 @@ class Digits:
             raise IndexError(f"there is no digit {index}: choose an index from 0 to {len(self) - 1}")
         return self.images[index], int(self.labels[index])
 
+    @cached_property
+    def split(self) -> tuple[np.ndarray, np.ndarray]:
+        """(train indices, test indices) of the fixed split; 1437 and 360 digits."""
+        from sklearn.model_selection import train_test_split
+
+        train, test = train_test_split(np.arange(len(self)), test_size=0.2,
+                                       stratify=self.labels, random_state=0)
+        train.setflags(write=False)
+        test.setflags(write=False)
+        return train, test
+
+    @property
+    def train_idx(self) -> np.ndarray:
+        return self.split[0]
+
+    @property
+    def test_idx(self) -> np.ndarray:
+        return self.split[1]
+
 
 @cache
 def load_digits() -> Digits:
     """All digits, prepared once per process (about 0.1 s)."""
-    from sklearn.datasets import load_digits as sk_load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = sk_load_digits()
-    labels = d.target.astype(np.int64)
-    images = np.stack([prepare(img) for img in d.images])
-    indices = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(indices, test_size=0.2, stratify=labels, random_state=0)
-    for a in (images, labels, train_idx, test_idx):
+    table = np.loadtxt(_digits_csv(), delimiter=",")
+    raw = table[:, :64].reshape(-1, 8, 8)
+    labels = table[:, 64].astype(np.int64)
+    images = np.stack([prepare(img) for img in raw])
+    for a in (images, raw, labels):
         a.setflags(write=False)  # shared by everything in the process: nobody may change it
-    return Digits(images, d.images, labels, train_idx, test_idx)
+    return Digits(images, raw, labels)
