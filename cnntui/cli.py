@@ -4,6 +4,7 @@ package touches the UI, imported lazily); the subcommands are headless."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cnntui.model import SEED, WeightsError
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
         print(f"cnntui: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `cnntui trace | head`: the reader has gone, nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130

@@ -9,8 +9,8 @@ The fixed split: ``train_test_split(indices, test_size=0.2, stratify=labels, ran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import importlib.util
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 
@@ -50,7 +50,8 @@ class Digits:
     def get(self, index: int) -> tuple[np.ndarray, int]:
         """The (1, 28, 28) image and label of digit ``index``; a clear error if out of range."""
         if not 0 <= index < len(self):
-            raise IndexError(f"there is no digit {index}: choose an index from 0 to {len(self) - 1}")
+            raise IndexError(
+                f"there is no digit {index}: choose an index from 0 to {len(self) - 1}")
         return self.images[index], int(self.labels[index])
 
     @cached_property

@@ -166,3 +166,16 @@ def lesson_backward(cnn: SimpleCNN, label: int) -> dict[str, np.ndarray]:
     g["dz1"] = g["da1"] * (cnn.z1 > 0)
     g["dx"], g["dW1"], g["db1"] = conv2d_backward(g["dz1"], cnn.x, cnn.W1, padding=1)
     return g
+
+
+def lesson_tensors(params: dict[str, np.ndarray], x: np.ndarray,
+                   label: int) -> dict[str, np.ndarray]:
+    """Every forward and backward tensor of the trace computed by the lesson's loops, for any
+    SimpleCNN weights (the lesson's class with its parameters replaced)."""
+    cnn = SimpleCNN()
+    for name, value in params.items():
+        setattr(cnn, name, np.asarray(value, dtype=np.float64))
+    cnn.forward(np.asarray(x, dtype=np.float64))
+    forward = {name: getattr(cnn, name)
+               for name in ("x", "z1", "a1", "p1", "z2", "a2", "p2", "flat", "logits", "probs")}
+    return {**forward, **lesson_backward(cnn, label)}

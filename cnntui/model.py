@@ -180,8 +180,8 @@ def save_weights(path: str | os.PathLike, params: dict[str, np.ndarray],
     return path
 
 
-def load_weights(path: str | os.PathLike,
-                 arch: Architecture = SIMPLE_CNN) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+def load_weights(path: str | os.PathLike, arch: Architecture = SIMPLE_CNN
+                 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Read weights saved by ``save_weights``; returns (params as float64, metadata).
 
     Raises WeightsError with one clear sentence for a missing, corrupt or mismatched file."""
@@ -207,7 +207,8 @@ def load_weights(path: str | os.PathLike,
             raise WeightsError(f"weights file {path} has {name} shaped {value.shape}, "
                                f"but {arch.name} needs {shape}")
         if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
-            raise WeightsError(f"weights file {path} has non-finite or non-numeric values in {name}")
+            raise WeightsError(
+                f"weights file {path} has non-finite or non-numeric values in {name}")
         params[name] = value.astype(np.float64)
     return params, metadata
 

@@ -47,7 +47,7 @@ TEMPLATES: dict[tuple[str, str], tuple[str, str, str | None]] = {
                      "{out} = dout_mat.T @ cols  # one matmul", "conv2d_backward"),
     ("conv", "db"): ("{out}[f] = sum_ij {dout}[f,i,j]", "{out} = {dout}.sum(axis=(0, 2, 3))",
                      "conv2d_backward"),
-    ("conv", "din"): ("{out}[:, i:i+3, j:j+3] += {dout}[f,i,j] * {W}[f]  (full conv with flipped W)",
+    ("conv", "din"): ("{out}[:, i:i+3, j:j+3] += {dout}[f,i,j] * {W}[f]  (conv with flipped W)",
                       "{out} = col2im(dout_mat @ W_mat)  # kH*kW strided adds",
                       "conv2d_backward"),
 }
@@ -180,7 +180,8 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
         used = {k: params[k] for k in layer.params}
         fill = dict(inp=inp, dout=dout, inp_shape=tuple(acts[inp].shape))
         reads = {dout: grads[dout], inp: acts[inp]}
-        for pname, role in zip(layer.params, ("dW", "db")):  # layers without params: none
+        # a parameterless layer has no dW/db steps
+        for pname, role in zip(layer.params, ("dW", "db"), strict=False):
             add("backward", layer, "d" + pname, grads["d" + pname], role, reads, used, {},
                 out="d" + pname, **fill)
         add("backward", layer, "d" + inp, grads["d" + inp], "din", reads, used,

@@ -1,0 +1,190 @@
+"""SimpleCNN, the trace, the PyTorch reference and the gradient check."""
+
+import numpy as np
+import pytest
+
+from cnntui import gradcheck, lesson, model, ops, reference
+from cnntui.data import load_digits
+from cnntui.trace import build_trace, trace_digit
+
+FORWARD = "x z1 a1 p1 z2 a2 p2 flat logits probs".split()
+BACKWARD = "dlogits dW3 db3 dflat dp2 da2 dz2 dW2 db2 dp1 da1 dz1 dW1 db1 dx".split()
+
+
+@pytest.fixture(scope="module")
+def seed_params():
+    return model.SIMPLE_CNN.init_params()
+
+
+def test_init_is_the_lessons(seed_params):
+    cnn = lesson.SimpleCNN()
+    assert list(seed_params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    for name, value in seed_params.items():
+        np.testing.assert_array_equal(value, getattr(cnn, name))
+    assert seed_params["W3"].shape == (392, 10)
+
+
+def test_lesson_input_is_digit_zero_zoomed_and_standardised():
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits as sk_digits
+
+    img = zoom(sk_digits().images[0], 3.5, order=1)
+    img = (img - img.mean()) / (img.std() + 1e-5)
+    x, label = load_digits().get(0)
+    np.testing.assert_array_equal(x, img[np.newaxis])
+    assert label == 0
+
+
+def test_default_network_reproduces_the_lessons_probabilities(seed_params):
+    x, label = load_digits().get(0)
+    cnn = lesson.SimpleCNN()
+    expected = cnn.forward(x)
+    trace = build_trace(seed_params, x, label, index=0)
+    np.testing.assert_allclose(trace.probs, expected, rtol=0, atol=1e-12)
+    assert trace.prediction == int(np.argmax(expected))
+    assert trace.loss == pytest.approx(cnn.loss(expected, label), abs=1e-12)
+
+
+@pytest.mark.parametrize("index", [0, 7, 1796])
+def test_every_trace_tensor_equals_the_lesson_loops(seed_params, index):
+    trace = trace_digit(seed_params, index)
+    loops = lesson.lesson_tensors(seed_params, trace["x"].value, trace.label)
+    for step in trace.steps:
+        np.testing.assert_allclose(step.value, loops[step.name].reshape(step.value.shape),
+                                   rtol=0, atol=1e-12, err_msg=step.name)
+
+
+def test_trace_order_names_and_contents(seed_params):
+    trace = trace_digit(seed_params, 0)
+    assert trace.names == FORWARD + BACKWARD
+    assert [s.phase for s in trace.steps] == ["forward"] * 10 + ["backward"] * 15
+    assert trace.first_backward == 10
+    assert trace["z2"].value.shape == (8, 14, 14) and trace["z2"].layer == "conv2"
+    assert set(trace["z2"].inputs) == {"p1"} and set(trace["z2"].params) == {"W2", "b2"}
+    assert trace["dz2"].formula == "dz2 = da2 * (z2 > 0)"
+    assert trace["z1"].lesson_function == "conv2d_multi"
+    assert trace["dW2"].is_param_grad and not trace["dp1"].is_param_grad
+    assert trace["z1"].signed and not trace["a1"].signed and trace["da1"].signed
+    for name, source in (("p1", "a1"), ("da1", "a1"), ("p2", "a2"), ("da2", "a2")):
+        step = trace[name]
+        argmax = step.cache["argmax"]
+        src = trace[source].value
+        C, H, W = src.shape
+        # the argmax names the cell holding each window's maximum
+        picked = np.take_along_axis(src.reshape(C, -1), argmax.reshape(C, -1), axis=1)
+        np.testing.assert_array_equal(picked.reshape(argmax.shape), trace[name.lstrip("d")
+                                      if name.startswith("p") else "p" + source[1]].value)
+    # the pooled gradient is non-zero only at argmax cells
+    da1 = trace["da1"].value
+    mask = np.zeros(da1.size, dtype=bool)
+    mask[(trace["da1"].cache["argmax"] + np.arange(4)[:, None, None] * 28 * 28).reshape(-1)] = True
+    assert np.all(da1.reshape(-1)[~mask] == 0)
+
+
+def test_trace_rejects_bad_images(seed_params):
+    with pytest.raises(ValueError, match="shaped"):
+        build_trace(seed_params, np.zeros((28, 28)), 0)
+    bad = np.zeros((1, 28, 28))
+    bad[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        build_trace(seed_params, bad, 0)
+    with pytest.raises(IndexError, match="no digit 1797"):
+        load_digits().get(1797)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_trace_agrees_with_pytorch(seed_params, dtype, tol):
+    trace = trace_digit(seed_params, 3, dtype=dtype)
+    reference.attach(trace)
+    for step in trace.steps:
+        assert step.value.dtype == np.dtype(dtype)
+        assert step.torch_max_rel_err <= tol, step.name
+        v = reference.verdict(step)
+        assert v.ok and dtype in v.text
+
+
+def test_verdict_catches_a_wrong_tensor(seed_params):
+    trace = trace_digit(seed_params, 0)
+    reference.attach(trace)
+    step = trace["dz1"]
+    step.torch_max_abs_diff, step.torch_max_rel_err = reference.compare(
+        step.value * 1.001, step.torch_value)
+    v = reference.verdict(step)
+    assert v.ok is False and "DISAGREES" in v.text
+
+
+@pytest.mark.parametrize("index", [0, 42])
+def test_gradient_check_passes_for_every_parameter(seed_params, index):
+    x, label = load_digits().get(index)
+    rows = gradcheck.gradcheck(seed_params, x, label)
+    assert [r.name for r in rows] == ["dW1", "db1", "dW2", "db2", "dW3", "db3", "dx"]
+    for r in rows:
+        assert r.checked >= 3, r
+        assert r.max_rel_error < 1e-6, r
+
+
+def test_gradient_check_catches_a_wrong_backward(seed_params, monkeypatch):
+    real = ops.relu_backward
+    monkeypatch.setattr(ops, "relu_backward", lambda dout, mask: real(dout, mask) * 1.01)
+    x, label = load_digits().get(0)
+    rows = {r.name: r for r in gradcheck.gradcheck(seed_params, x, label)}
+    assert not rows["dW1"].ok and not rows["dW2"].ok
+    assert rows["dW3"].ok  # the last layer does not go through a ReLU's backward
+
+
+def test_data_split_is_fixed_and_stratified():
+    d = load_digits()
+    assert len(d) == 1797 and d.images.shape == (1797, 1, 28, 28)
+    assert len(d.train_idx) == 1437 and len(d.test_idx) == 360
+    assert not set(d.train_idx) & set(d.test_idx)
+    counts = np.bincount(d.labels[d.test_idx], minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+    from sklearn.model_selection import train_test_split
+
+    again = train_test_split(np.arange(1797), test_size=0.2, stratify=d.labels, random_state=0)
+    np.testing.assert_array_equal(d.test_idx, again[1])
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def test_weights_round_trip(tmp_path, seed_params):
+    path = model.save_weights(tmp_path / "w.npz", seed_params, epoch=3, test_accuracy=0.5)
+    params, meta = model.load_weights(path)
+    for k, v in seed_params.items():
+        np.testing.assert_array_equal(params[k], v)
+    assert meta == {"epoch": 3, "test_accuracy": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temp file left behind
+
+
+def test_bad_weight_files_are_refused_clearly(tmp_path, seed_params):
+    with pytest.raises(model.WeightsError, match="does not exist"):
+        model.load_weights(tmp_path / "missing.npz")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(model.WeightsError, match="not a readable .npz"):
+        model.load_weights(corrupt)
+    wrong = dict(seed_params, W2=np.zeros((8, 4, 5, 5)))
+    path = model.save_weights(tmp_path / "wrong.npz", wrong)
+    with pytest.raises(model.WeightsError, match=r"W2 shaped \(8, 4, 5, 5\)"):
+        model.load_weights(path)
+    nan = dict(seed_params, b3=np.full(10, np.nan))
+    with pytest.raises(model.WeightsError, match="non-finite"):
+        model.load_weights(model.save_weights(tmp_path / "nan.npz", nan))
+    other = model.Architecture("OtherNet", (1, 28, 28), (), {})
+    with pytest.raises(model.WeightsError, match="for a OtherNet"):
+        model.load_weights(model.save_weights(tmp_path / "other.npz", seed_params, other))
+
+
+def test_interrupted_save_keeps_the_old_file(tmp_path, seed_params, monkeypatch):
+    path = model.save_weights(tmp_path / "w.npz", seed_params)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_weights(path, {k: v + 1 for k, v in seed_params.items()})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]

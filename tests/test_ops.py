@@ -1,0 +1,183 @@
+"""The fast layers against the lesson's loops and against PyTorch, forward and backward."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnntui import lesson, ops
+
+# (N, C, H, W, F, k, stride, padding, groups); every output size here is whole
+CONV_CASES = [
+    (2, 1, 8, 8, 3, 3, 1, 0, 1),
+    (3, 3, 9, 7, 4, 3, 1, 1, 1),
+    (2, 4, 9, 9, 5, 3, 2, 0, 1),
+    (2, 2, 11, 9, 3, 3, 2, 1, 1),
+    (1, 3, 8, 10, 2, 5, 1, 2, 1),
+    (2, 4, 7, 7, 6, 1, 2, 2, 1),
+    (2, 4, 8, 8, 8, 3, 1, 1, 2),
+    (2, 6, 9, 9, 6, 3, 2, 1, 6),  # depthwise
+    (1, 8, 6, 6, 4, 1, 1, 0, 4),
+]
+
+
+def lesson_conv(x, w, b, stride, padding, groups):
+    """The lesson's loops per image and per group (the lesson has no groups argument)."""
+    N, C = x.shape[:2]
+    F_, Cg = w.shape[:2]
+    outs = []
+    for n in range(N):
+        parts = [lesson.conv2d_multi(x[n, g * Cg:(g + 1) * Cg], w[g * (F_ // groups):(g + 1) * (F_ // groups)],
+                                     b[g * (F_ // groups):(g + 1) * (F_ // groups)], stride, padding)
+                 for g in range(groups)]
+        outs.append(np.concatenate(parts))
+    return np.stack(outs)
+
+
+def lesson_conv_backward(dout, x, w, stride, padding, groups):
+    Cg, Fg = w.shape[1], w.shape[0] // groups
+    dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[0])
+    for n in range(x.shape[0]):
+        for g in range(groups):
+            fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
+            a, bw, bb = lesson.conv2d_backward(dout[n, fs], x[n, cs], w[fs], stride, padding)
+            dx[n, cs] += a
+            dw[fs] += bw
+            db[fs] += bb
+    return dx, dw, db
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_conv2d_matches_lesson_and_torch(case, rng):
+    N, C, H, W, F_, k, stride, padding, groups = case
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((F_, C // groups, k, k))
+    b = rng.standard_normal(F_)
+    out, cache = ops.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = ops.conv2d_backward(dout, cache)
+
+    np.testing.assert_allclose(out, lesson_conv(x, w, b, stride, padding, groups), rtol=0, atol=1e-12)
+    ldx, ldw, ldb = lesson_conv_backward(dout, x, w, stride, padding, groups)
+    for ours, theirs in ((dx, ldx), (dw, ldw), (db, ldb)):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ot = F.conv2d(xt, wt, bt, stride=stride, padding=padding, groups=groups)
+    ot.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, ot.detach().numpy(), rtol=0, atol=1e-10)
+    for ours, t in ((dx, xt), (dw, wt), (db, bt)):
+        np.testing.assert_allclose(ours, t.grad.numpy(), rtol=0, atol=1e-10)
+
+
+def test_conv2d_float32_within_float32_tolerance(rng):
+    x = rng.standard_normal((4, 4, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    out, cache = ops.conv2d(x, w, b, padding=1)
+    assert out.dtype == np.float32
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx, dw, db = ops.conv2d_backward(dout, cache)
+    assert dx.dtype == dw.dtype == db.dtype == np.float32
+    out64, cache64 = ops.conv2d(*(a.astype(np.float64) for a in (x, w, b)), padding=1)
+    grads64 = ops.conv2d_backward(dout.astype(np.float64), cache64)
+    # float32 has 24 bits: a sum of 36 products is good to ~1e-6 relative to its magnitude
+    for ours, exact in ((out, out64), *zip((dx, dw, db), grads64, strict=True)):
+        assert np.max(np.abs(ours - exact)) <= 1e-5 * np.max(np.abs(exact))
+
+
+def test_conv2d_output_not_whole_raises():
+    x = np.zeros((1, 1, 6, 6))
+    with pytest.raises(ValueError, match="not whole"):
+        ops.conv2d(x, np.zeros((1, 1, 3, 3)), stride=2)
+
+
+def test_conv2d_channel_mismatch_raises():
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv2d(np.zeros((1, 3, 5, 5)), np.zeros((2, 2, 3, 3)))
+
+
+@pytest.mark.parametrize("size,stride,H,W", [(2, 2, 8, 8), (2, 2, 7, 9), (3, 3, 9, 9), (3, 2, 9, 7),
+                                             (2, 1, 5, 5)])
+def test_maxpool_matches_lesson_and_torch(size, stride, H, W, rng):
+    x = rng.standard_normal((2, 3, H, W))
+    out, cache = ops.maxpool2d(x, size, stride)
+    dout = rng.standard_normal(out.shape)
+    dx = ops.maxpool2d_backward(dout, cache)
+    for n in range(2):
+        lout, lidx = lesson.maxpool2d(x[n], size, stride)
+        np.testing.assert_array_equal(out[n], lout)
+        np.testing.assert_array_equal(cache[1][n], lidx[..., 0] * W + lidx[..., 1])
+        np.testing.assert_array_equal(dx[n], lesson.maxpool_backward(dout[n], lidx, x[n].shape, size, stride))
+    xt = torch.tensor(x, requires_grad=True)
+    ot, idx = F.max_pool2d(xt, size, stride, return_indices=True)
+    ot.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out, ot.detach().numpy())
+    np.testing.assert_array_equal(cache[1], idx.numpy())
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-15)
+
+
+def test_maxpool_ties_route_gradient_like_torch(rng):
+    # ReLU output: many windows are all zeros or share their maximum
+    x = np.maximum(0, np.round(rng.standard_normal((2, 4, 8, 8)), 0))
+    x[0, 0, :2, :2] = 0.0  # an all-zero window
+    x[0, 1, 2:4, 2:4] = 1.0  # a window whose four entries tie
+    out, cache = ops.maxpool2d(x)
+    dout = rng.standard_normal(out.shape)
+    dx = ops.maxpool2d_backward(dout, cache)
+    xt = torch.tensor(x, requires_grad=True)
+    ot, idx = F.max_pool2d(xt, 2, return_indices=True)
+    ot.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(cache[1], idx.numpy())
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+    # exactly one element of each tied window receives the gradient: the first in row-major order
+    assert dx[0, 0, 0, 0] == dout[0, 0, 0, 0] and np.count_nonzero(dx[0, 0, :2, :2]) <= 1
+    assert dx[0, 1, 2, 2] == dout[0, 1, 1, 1] and np.count_nonzero(dx[0, 1, 2:4, 2:4]) == 1
+
+
+def test_maxpool_float32_keeps_dtype(rng):
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    out, cache = ops.maxpool2d(x)
+    assert out.dtype == np.float32
+    assert ops.maxpool2d_backward(out, cache).dtype == np.float32
+
+
+def test_relu_and_linear_match_torch(rng):
+    x = rng.standard_normal((5, 7))
+    w, b = rng.standard_normal((7, 3)), rng.standard_normal(3)
+    out, cache = ops.linear(x, w, b)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = ops.linear_backward(dout, cache)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ot = xt @ wt + bt
+    ot.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, ot.detach().numpy(), atol=1e-12)
+    for ours, t in ((dx, xt), (dw, wt), (db, bt)):
+        np.testing.assert_allclose(ours, t.grad.numpy(), atol=1e-12)
+    r, mask = ops.relu(x)
+    np.testing.assert_array_equal(r, torch.relu(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(ops.relu_backward(dout[:, :1].repeat(7, 1), mask),
+                                  dout[:, :1].repeat(7, 1) * (x > 0))
+
+
+def test_softmax_cross_entropy_matches_torch(rng):
+    logits = rng.standard_normal((6, 10)) * 3
+    labels = rng.integers(0, 10, 6)
+    loss, probs, dlogits = ops.softmax_cross_entropy(logits, labels)
+    lt = torch.tensor(logits, requires_grad=True)
+    ref = F.cross_entropy(lt, torch.tensor(labels))
+    ref.backward()
+    # the lesson's +1e-15 inside the log moves the loss by at most ~1e-15 / min(p)
+    assert abs(loss - ref.item()) < 1e-10
+    np.testing.assert_allclose(probs, torch.softmax(lt, 1).detach().numpy(), atol=1e-15)
+    np.testing.assert_allclose(dlogits, lt.grad.numpy(), atol=1e-15)
+
+
+def test_softmax_of_huge_logits_is_finite():
+    loss, probs, dlogits = ops.softmax_cross_entropy(np.array([[1000.0, 0.0, 0.0]]), np.array([0]))
+    assert np.all(np.isfinite(probs)) and np.all(np.isfinite(dlogits)) and np.isfinite(loss)
+    np.testing.assert_allclose(probs, [[1.0, 0.0, 0.0]])
+    assert loss == pytest.approx(0.0, abs=1e-14)
+    # the wrong class: exp(-1000) underflows to 0, and the lesson's 1e-15 keeps the log finite
+    loss, _, _ = ops.softmax_cross_entropy(np.array([[1000.0, 0.0, 0.0]]), np.array([1]))
+    assert loss == pytest.approx(-np.log(1e-15))
