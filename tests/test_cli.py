@@ -104,3 +104,13 @@ def test_engine_source_has_no_ui_imports():
                 if name.split(".")[0] in ("textual", "screens"):
                     # cli.py alone may import the app, lazily, to launch it
                     assert path.name == "cli.py" and node.col_offset > 0, f"{path.name}: {name}"
+
+
+def test_verify_exits_nonzero_when_a_gradient_is_wrong(monkeypatch, capsys):
+    from cnntui import cli, ops
+
+    real = ops.maxpool2d_backward
+    monkeypatch.setattr(ops, "maxpool2d_backward", lambda dout, cache: real(dout, cache) * 0.5)
+    assert cli.main(["verify", "--index", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "DISAGREES" in out and "some tensors disagree" in out
