@@ -78,3 +78,9 @@ def update_ratio(grad: np.ndarray, weight: np.ndarray, lr: float = 0.01) -> floa
     Around 1e-3 is healthy; much larger means a step would wreck the weights."""
     w = float(np.linalg.norm(weight))
     return float(lr * np.linalg.norm(grad) / w) if w > 0 else float("inf")
+
+
+def nonzero_fraction(a: np.ndarray) -> float:
+    """Fraction of entries that are not exactly zero (where a gradient actually flows)."""
+    a = np.asarray(a)
+    return float(np.count_nonzero(a)) / a.size if a.size else 0.0

@@ -1,0 +1,245 @@
+"""The cnntui App: state (weights, digit, trace, current step), global keys, background work.
+
+Screens: the stepper (default), the digit picker, help. A training screen (issue 4) plugs in
+next to them: a ``t`` binding in ``CnnApp.BINDINGS`` and an ``action_train`` that pushes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from rich.color import ColorSystem
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from cnntui import model
+from cnntui.data import load_digits
+from cnntui.trace import Step, Trace, trace_digit
+from screens.colors import MODES, detect_mode
+from screens.commands import CnnCommands
+from screens.help import HelpScreen
+from screens.picker import PickerScreen
+from screens.stepper import StepperScreen
+
+REFERENCE_MODES = ("thread", "sync", "off")
+COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
+                 "16": ColorSystem.STANDARD}
+PREDICT_BATCH = 256
+
+
+@contextmanager
+def _no_color_env(on: bool):
+    """Textual reads NO_COLOR when the App is created; set it just for that moment."""
+    if not on or "NO_COLOR" in os.environ:
+        yield
+        return
+    os.environ["NO_COLOR"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("NO_COLOR", None)
+
+
+class CnnApp(App[int]):
+    """Walk one digit through SimpleCNN's forward and backward pass."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cnntui"
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny-w"), (60, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-tiny-h"), (20, "-short"), (30, "-tall")]
+    COMMANDS = App.COMMANDS | {CnnCommands}
+    BINDINGS = [
+        Binding("question_mark,f1", "help", "help", key_display="?", id="help",
+                tooltip="Show / hide this help"),
+        Binding("q", "quit", "quit", id="quit", tooltip="Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit_now"),
+        Binding("ctrl+s", "screenshot", "Save SVG screenshot", show=False, id="screenshot"),
+        # issue 4: Binding("t", "train", "Train", id="train") opens screens/training.py
+    ]
+
+    def __init__(self, params: dict[str, np.ndarray], weights_desc: str = "seed", *,
+                 index: int = 0, color: str = "auto", reference: str = "thread",
+                 predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None):
+        if reference not in REFERENCE_MODES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
+        self.color_mode = detect_mode() if color == "auto" else color
+        if self.color_mode not in MODES:
+            raise ValueError(f"--color must be auto or one of {', '.join(MODES)}")
+        with _no_color_env(self.color_mode == "none"):
+            super().__init__()
+        if self.color_mode in COLOR_SYSTEMS and color != "auto":
+            self.console._color_system = COLOR_SYSTEMS[self.color_mode]
+        self.params = params
+        self.weights_desc = weights_desc
+        self.digits = load_digits()
+        self.digits.get(index)  # a clear IndexError before anything starts
+        self.index = index
+        self.step_index = 0
+        self.trace: Trace = trace_digit(params, index, weights=weights_desc)
+        self.reference_mode = reference
+        self.reference_state = "off" if reference == "off" else "loading"
+        self.predictions_mode = predictions
+        self.predictions: np.ndarray | None = None
+        self.confidences: np.ndarray | None = None
+        self._predicting = False
+        self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
+        self.stepper = StepperScreen()
+        if reference == "sync":
+            self._attach_now()
+        if predictions == "sync":
+            self._store_predictions(*self._compute_predictions())
+
+    def get_default_screen(self) -> Screen:
+        return self.stepper
+
+    def on_mount(self) -> None:
+        if self.reference_mode == "thread":
+            self.call_after_refresh(self._start_reference)  # after the first paint
+
+    # ---- state changes ---------------------------------------------------------------------
+
+    def go_to(self, index: int) -> None:
+        index = max(0, min(len(self.trace.steps) - 1, index))
+        if index != self.step_index:
+            self.step_index = index
+            self.stepper.redraw()
+
+    def set_digit(self, index: int) -> None:
+        """Show digit ``index`` (wrapping around the set) at the same step."""
+        index %= len(self.digits.labels)
+        self.index = index
+        self.trace = trace_digit(self.params, index, weights=self.weights_desc)
+        if self.reference_mode == "sync":
+            self._attach_now()
+        elif self.reference_mode == "thread" and self.reference_state == "ready":
+            self._start_reference()
+        self.stepper.new_trace()
+
+    def stepper_action(self, name: str) -> None:
+        getattr(self.stepper, f"action_{name}")()
+
+    # ---- the PyTorch reference --------------------------------------------------------------
+
+    def verdict(self, step: Step) -> tuple[bool | None, str]:
+        from cnntui import reference
+
+        v = reference.verdict(step)
+        return v.ok, v.text
+
+    def _attach_now(self) -> None:
+        try:
+            from cnntui import reference
+
+            reference.attach(self.trace)
+            self.reference_state = "ready"
+        except Exception as e:  # torch missing or broken: say so, keep the debugger usable
+            self.reference_state = f"failed: {type(e).__name__}: {e}"
+
+    def _start_reference(self) -> None:
+        self.run_worker(self._reference_worker, thread=True, group="reference",
+                        exclusive=True, exit_on_error=False)
+
+    def _reference_worker(self) -> None:
+        try:
+            from cnntui import reference
+
+            while True:
+                trace = self.trace
+                reference.attach(trace)
+                if trace is self.trace:
+                    break
+            state = "ready"
+        except Exception as e:
+            state = f"failed: {type(e).__name__}: {e}"
+        self.call_from_thread(self._reference_done, state)
+
+    def _reference_done(self, state: str) -> None:
+        self.reference_state = state
+        self.stepper.update_torch()
+        if self.predictions is None and self.predictions_mode == "thread":
+            self.ensure_predictions()
+
+    # ---- predictions for the picker ---------------------------------------------------------
+
+    def _compute_predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        images = self.digits.images
+        probs = np.concatenate([
+            model.forward(model.SIMPLE_CNN, self.params, images[i: i + PREDICT_BATCH])
+            .acts["probs"] for i in range(0, len(images), PREDICT_BATCH)])
+        return probs.argmax(axis=1), probs.max(axis=1)
+
+    def _store_predictions(self, predictions: np.ndarray, confidences: np.ndarray) -> None:
+        self.predictions, self.confidences = predictions, confidences
+        self._predicting = False
+        if self.is_running and isinstance(self.screen, PickerScreen):
+            self.screen.predictions_ready()
+
+    def ensure_predictions(self) -> None:
+        if self.predictions is not None or self._predicting:
+            return
+        if self.predictions_mode == "sync":
+            self._store_predictions(*self._compute_predictions())
+            return
+        self._predicting = True
+
+        def work() -> None:
+            result = self._compute_predictions()
+            self.call_from_thread(self._store_predictions, *result)
+
+        self.run_worker(work, thread=True, group="predictions", exit_on_error=False)
+
+    # ---- global actions ---------------------------------------------------------------------
+
+    def action_pick(self) -> None:
+        if isinstance(self.screen, PickerScreen):
+            return
+
+        def chosen(index: int | None) -> None:
+            if index is not None:
+                self.set_digit(index)
+
+        self.push_screen(PickerScreen(self.index), chosen)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        self.push_screen(HelpScreen([
+            ("Stepper", StepperScreen.BINDINGS),
+            ("Everywhere", [*CnnApp.BINDINGS,
+                            Binding("ctrl+p", "command_palette",
+                                    "command palette: go to step, open digit N, all actions")]),
+            ("Digit picker (d)", PickerScreen.BINDINGS),
+            ("Help", HelpScreen.BINDINGS),
+        ]))
+
+    def action_screenshot(self) -> None:
+        step = self.trace.steps[self.step_index]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"cnntui-digit{self.index}-{step.name}-{stamp}.svg"
+        try:
+            path = self.save_screenshot(name, str(self.screenshot_dir))
+        except OSError as e:
+            self.notify(f"could not save the screenshot: {e}", severity="error")
+            return
+        self.last_screenshot = path
+        self.notify(f"screenshot saved to {path}", timeout=6)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """``cnntui`` without a subcommand. Weight and index errors raise before the app starts
+    (``cnntui.cli`` prints them as one sentence and exits 1)."""
+    from cnntui.cli import DEFAULT_APP_WEIGHTS
+
+    spec = args.weights or DEFAULT_APP_WEIGHTS
+    params, desc = model.weights_from(spec)
+    load_digits().get(args.index)
+    app = CnnApp(params, desc, index=args.index, color=getattr(args, "color", "auto"))
+    result = app.run()
+    return int(result or 0) if app.return_code in (None, 0) else int(app.return_code)

@@ -1,0 +1,163 @@
+"""Colour maps for heatmaps, in four colour depths: truecolor, 256, 16 and none.
+
+Pure presentation: a value already scaled to ``t`` in [-1, 1] (diverging) or [0, 1] (sequential)
+becomes a *level*, and a level becomes a Rich style (a colour) or, without colour, a glyph.
+Signed tensors stay readable without colour because negative and positive levels use different
+glyph families (``· - = ≡`` below zero, ``░ ▒ ▓ █`` above).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+
+import numpy as np
+from rich.color import Color, ColorSystem
+from rich.style import Style
+
+MODES = ("truecolor", "256", "16", "none")
+
+# Anchor colours. Both maps are dark at their low end / at zero, so dead ReLUs and gradients
+# that did not reach a cell read as "nothing", and brightness grows with magnitude.
+DIVERGING_ANCHORS = [  # t = -1 .. 1
+    (-1.0, (140, 200, 255)), (-0.5, (40, 110, 220)), (0.0, (22, 22, 28)),
+    (0.5, (215, 70, 45)), (1.0, (255, 210, 120)),
+]
+SEQUENTIAL_ANCHORS = [  # t = 0 .. 1 (inferno-like)
+    (0.0, (16, 14, 24)), (0.25, (75, 20, 120)), (0.5, (185, 55, 90)),
+    (0.75, (245, 135, 40)), (1.0, (250, 245, 160)),
+]
+
+# 16 colours: hand-picked ANSI indices, dark to bright.
+DIVERGING_16 = ["bright_cyan", "bright_blue", "blue", "black", "red", "bright_red", "bright_yellow"]
+SEQUENTIAL_16 = ["black", "blue", "magenta", "bright_red", "bright_yellow"]
+
+# No colour: glyphs carry magnitude; negative and positive glyphs differ so the sign survives.
+NEGATIVE_GLYPHS = "·-=≡"  # small -> large magnitude
+POSITIVE_GLYPHS = "░▒▓█"
+EMPTY_GLYPH = " "
+MARK_TOP, MARK_BOTTOM = "▀", "▄"  # a pooling window's argmax cell, without colour
+
+DIM = 0.3  # brightness kept by pixels that are not a pooling window's maximum
+
+
+def detect_mode(env: dict[str, str] | None = None) -> str:
+    """The colour depth the terminal most likely supports (used for ``--color auto``)."""
+    env = dict(os.environ) if env is None else env
+    if "NO_COLOR" in env or env.get("TERM") == "dumb":
+        return "none"
+    if env.get("COLORTERM", "").lower() in ("truecolor", "24bit"):
+        return "truecolor"
+    if "256" in env.get("TERM", ""):
+        return "256"
+    return "16"
+
+
+def _ramp(anchors: list[tuple[float, tuple[int, int, int]]], ts: np.ndarray) -> np.ndarray:
+    xs = [a[0] for a in anchors]
+    rgb = np.array([a[1] for a in anchors], dtype=float)
+    return np.stack([np.interp(ts, xs, rgb[:, k]) for k in range(3)], axis=1)
+
+
+@dataclass
+class Palette:
+    """A colour map quantised to levels for one colour depth.
+
+    Level ``-1`` is "no pixel" (a gap). Levels ``0..n-1`` run from the low end (most negative for a
+    diverging map) to the high end; levels ``n..2n-1`` are the same colours dimmed, used for pixels
+    that are not a pooling window's maximum.
+    """
+
+    mode: str
+    diverging: bool
+    _styles: dict[tuple[int, int], Style] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def n(self) -> int:
+        if self.mode == "16":
+            return len(DIVERGING_16 if self.diverging else SEQUENTIAL_16)
+        if self.mode == "none":
+            g = len(POSITIVE_GLYPHS)
+            return 2 * g + 1 if self.diverging else g + 1
+        return 33 if self.diverging else 17
+
+    @property
+    def zero_level(self) -> int:
+        return self.n // 2 if self.diverging else 0
+
+    def levels(self, t: np.ndarray) -> np.ndarray:
+        """Scaled values (NaN = gap) -> integer levels (-1 = gap)."""
+        t = np.asarray(t, dtype=float)
+        gap = np.isnan(t)
+        t = np.clip(np.nan_to_num(t), -1.0 if self.diverging else 0.0, 1.0)
+        if self.diverging:
+            lv = np.rint((t + 1.0) / 2.0 * (self.n - 1))
+        else:
+            lv = np.rint(t * (self.n - 1))
+        lv = lv.astype(np.int64)
+        if self.diverging:  # a nonzero value never rounds to the zero colour's glyph or colour
+            half = self.n // 2
+            lv = np.where((t > 0) & (lv == half), half + 1, lv)
+            lv = np.where((t < 0) & (lv == half), half - 1, lv)
+        elif self.mode == "none":
+            lv = np.where((t > 0) & (lv == 0), 1, lv)
+        lv[gap] = -1
+        return lv
+
+    @cached_property
+    def colors(self) -> list[Color | None]:
+        """Rich colours for levels 0..2n-1 (dimmed second half); empty without colour."""
+        n = self.n
+        if self.mode == "none":
+            return []
+        if self.mode == "16":
+            names = DIVERGING_16 if self.diverging else SEQUENTIAL_16
+            base = [Color.parse(c) for c in names]
+            dim = [Color.parse("black") if i == self.zero_level else Color.parse("bright_black")
+                   for i in range(n)]
+            return base + dim
+        ts = np.linspace(-1, 1, n) if self.diverging else np.linspace(0, 1, n)
+        rgb = _ramp(DIVERGING_ANCHORS if self.diverging else SEQUENTIAL_ANCHORS, ts)
+        rgb = np.concatenate([rgb, rgb * DIM + 10 * (1 - DIM)])
+        out = [Color.from_rgb(*(int(round(c)) for c in row)) for row in rgb]
+        if self.mode == "256":
+            out = [c.downgrade(ColorSystem.EIGHT_BIT) for c in out]
+        return out
+
+    def glyph(self, level: int) -> str:
+        """The no-colour glyph for a level."""
+        if level < 0:
+            return EMPTY_GLYPH
+        level %= self.n
+        if self.diverging:
+            d = level - self.zero_level
+            if d == 0:
+                return EMPTY_GLYPH
+            return (POSITIVE_GLYPHS if d > 0 else NEGATIVE_GLYPHS)[abs(d) - 1]
+        return EMPTY_GLYPH if level == 0 else POSITIVE_GLYPHS[level - 1]
+
+    def cell_style(self, top: int, bottom: int) -> Style:
+        """Style for an upper-half-block cell: top pixel as foreground, bottom as background."""
+        key = (top, bottom)
+        style = self._styles.get(key)
+        if style is None:
+            cols = self.colors
+            style = Style(color=cols[top] if top >= 0 else None,
+                          bgcolor=cols[bottom] if bottom >= 0 else None)
+            self._styles[key] = style
+        return style
+
+    def swatch(self, level: int) -> tuple[str, Style]:
+        """(text, style) of one cell of the colour scale for ``level``."""
+        if self.mode == "none":
+            return self.glyph(level), Style()
+        return " ", Style(bgcolor=self.colors[level])
+
+
+@cache
+def palette(mode: str, diverging: bool) -> Palette:
+    """Shared, cached palettes (their style caches make redraws cheap)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(MODES)}")
+    return Palette(mode, diverging)

@@ -1,0 +1,60 @@
+"""Command palette (ctrl+p): the same actions as the keys, plus "go to step" and "open digit N"."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from screens.app import CnnApp
+
+
+class CnnCommands(Provider):
+    """Actions of the stepper by name."""
+
+    def _commands(self) -> list[tuple[str, object, str]]:
+        app: CnnApp = self.app  # type: ignore[assignment]
+        cmds: list[tuple[str, object, str]] = [
+            ("Choose digit...", app.action_pick, "open the digit picker (d)"),
+            ("Next digit", partial(app.set_digit, app.index + 1), "]"),
+            ("Previous digit", partial(app.set_digit, app.index - 1), "["),
+            ("Next step", partial(app.go_to, app.step_index + 1), "→ l n"),
+            ("Previous step", partial(app.go_to, app.step_index - 1), "← h p"),
+            ("Play / pause", partial(app.stepper_action, "play"), "space"),
+            ("Jump forward <-> backward", partial(app.stepper_action, "flip"), "Tab"),
+            ("Toggle shared / per-channel colour scale",
+             partial(app.stepper_action, "scale"), "s"),
+            ("Toggle values table", partial(app.stepper_action, "values"), "v"),
+            ("Toggle |grad| log view", partial(app.stepper_action, "magnitude"), "a"),
+            ("Save screenshot (SVG)", app.action_screenshot, "ctrl+s"),
+            ("Help: all keys", app.action_help, "? F1"),
+            ("Quit", app.action_quit, "q ctrl+q"),
+        ]
+        if app.trace is not None:
+            for s in app.trace.steps:
+                cmds.append((f"Go to step {s.name} ({s.phase} {s.layer})",
+                             partial(app.go_to, s.index), f"step {s.index + 1}"))
+        return cmds
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)  # type: ignore[arg-type]
+
+    async def search(self, query: str) -> Hits:
+        app: CnnApp = self.app  # type: ignore[assignment]
+        matcher = self.matcher(query)
+        number = re.search(r"\d+", query)
+        if number:
+            index = int(number.group())
+            if 0 <= index < len(app.digits.labels):
+                name = f"Open digit #{index} (label {int(app.digits.labels[index])})"
+                yield Hit(1.0, matcher.highlight(name), partial(app.set_digit, index),
+                          help="keeps the current step")
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback,  # type: ignore[arg-type]
+                          help=help_text)

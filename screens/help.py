@@ -1,0 +1,75 @@
+"""The help screen: every key of every screen, generated from the bindings themselves."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from screens.widgets.too_small import TooSmall
+
+KEY_NAMES = {
+    "right": "→", "left": "←", "up": "↑", "down": "↓", "home": "Home", "end": "End",
+    "space": "space", "tab": "Tab", "escape": "Esc", "enter": "Enter", "question_mark": "?",
+    "left_square_bracket": "[", "right_square_bracket": "]", "pageup": "PgUp",
+    "pagedown": "PgDn", "f1": "F1",
+}
+
+
+def key_text(keys: str) -> str:
+    return " ".join(KEY_NAMES.get(k, k) for k in keys.split(","))
+
+
+def help_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
+    """(keys, description) for each binding; the channel keys are folded into one line."""
+    rows: list[tuple[str, str]] = []
+    channel_done = False
+    for b in bindings:
+        if b.id and b.id.startswith("channel_"):
+            if not channel_done:
+                rows.append(("1-9 0", "enlarge channel 0-9 (the same key again: all)"))
+                channel_done = True
+            continue
+        rows.append((key_text(b.key), b.tooltip or b.description or b.action))
+    return rows
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key, by screen. Esc, ? or F1 closes it."""
+
+    BINDINGS = [
+        Binding("escape,question_mark,f1", "close", "Close help", id="close_help"),
+    ]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 76; max-width: 100%; height: auto; max-height: 100%;
+                                  border: round $accent; background: $surface; padding: 0 1; }
+    """
+
+    def __init__(self, sections: list[tuple[str, list[Binding]]]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for title, bindings in self.sections:
+            table.add_row(Text(title, style="bold underline"), "")
+            for keys, text in help_rows(bindings):
+                table.add_row(keys, text)
+        table.add_row("", "")
+        table.add_row(Text("Mouse (optional)", style="bold underline"), "")
+        table.add_row("click", "a step in the step list, a digit in the picker")
+        with VerticalScroll() as v:
+            v.border_title = "cnntui help"
+            v.border_subtitle = "Esc closes"
+            yield Static(table, id="help-table")
+        yield TooSmall()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,207 @@
+"""The text panes of the stepper, as Rich Text built from a Step: header, stats, gradient sizes,
+the PyTorch comparison, the explanation, and the colour scale. Formatting only: every number
+comes from the trace or from ``cnntui.stats``."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.text import Text
+
+from cnntui import stats
+from cnntui.trace import Step, Trace
+from screens.colors import Palette
+from screens.views import View, flat_channels
+
+SPARK = " ▁▂▃▄▅▆▇█"
+OK_STYLE = "bold green"
+BAD_STYLE = "bold white on red"
+WARN_STYLE = "bold yellow"
+KEY_STYLE = "dim"
+
+
+def num(v: float) -> str:
+    """A number in at most 9 characters."""
+    if v == 0:
+        return "0"
+    if not np.isfinite(v):
+        return str(v)
+    if 1e-3 <= abs(v) < 1e4:
+        return f"{v:.4g}"
+    return f"{v:.2e}"
+
+
+def header(trace: Trace, step: Step, weights: str, playing: bool = False) -> Text:
+    n = len(trace.steps)
+    right = trace.prediction == trace.label
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(" cnntui ", "bold reverse")
+    t.append(f" digit #{trace.index} ", "bold")
+    t.append(f"(label {trace.label}, ")
+    t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
+             "green" if right else "bold red")
+    t.append(")  ")
+    t.append("weights: ", KEY_STYLE)
+    t.append(f"{weights}  ")
+    t.append(f"step {step.index + 1}/{n} {step.phase}", "bold")
+    t.append(f" {step.name}")
+    if playing:
+        t.append("  ▶ playing", WARN_STYLE)
+    return t
+
+
+def title(step: Step, view: View) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f"{step.layer}  ", "bold")
+    t.append(f"{step.name} {tuple(step.value.shape)}", "bold cyan")
+    t.append(f"  {view.title}", KEY_STYLE)
+    return t
+
+
+def stats_text(step: Step, width: int = 27) -> Text:
+    """Lovely-tensors style summary; two numbers per line when ``width`` allows."""
+    s = stats.summarize(step.value)
+    t = Text()
+    t.append(f"{step.name} ", "bold")
+    t.append(f"{s.shape}\n")
+    t.append(f"{s.dtype} n={s.size}\n", KEY_STYLE)
+    pairs = [("min", s.min), ("max", s.max), ("μ", s.mean), ("σ", s.std)]
+    wide = width >= 24
+    for k, (name, v) in enumerate(pairs):
+        t.append(f"{name:<4}", KEY_STYLE)
+        t.append(f"{num(v):<10}" if wide and k % 2 == 0 else num(v))
+        if not wide or k % 2:
+            t.append("\n")
+    top = max(s.histogram) or 1
+    spark = "".join(SPARK[int(round(c / top * (len(SPARK) - 1)))] if c else " "
+                    for c in s.histogram)
+    t.append("hist ", KEY_STYLE)
+    t.append(spark, "cyan")
+    t.append("\n")
+    t.append("zeros ", KEY_STYLE)
+    t.append(f"{s.zeros} ({s.zeros / max(s.size, 1):.0%})\n")
+    t.append("nan ", KEY_STYLE)
+    t.append(str(s.nan), BAD_STYLE if s.nan else "")
+    t.append("  inf ", KEY_STYLE)
+    t.append(str(s.inf), BAD_STYLE if s.inf else "")
+    for flag in s.flags():
+        t.append("\n")
+        t.append(f" !! {flag} ", BAD_STYLE)
+    return t
+
+
+def grad_text(step: Step, trace: Trace, width: int = 20) -> Text | None:
+    """Per-channel L2 norm bars and, for parameters, the update/weight ratio. None if forward."""
+    if step.phase != "backward":
+        return None
+    v = np.asarray(step.value)
+    if v.ndim == 2:  # (392, 10): one norm per class
+        groups, what = v.T, "class"
+    elif v.ndim == 1 and v.size > 16:
+        c = flat_channels(trace)
+        groups, what = (v.reshape(c, -1) if v.size % c == 0 else v[None]), "channel"
+    elif v.ndim == 1:
+        groups, what = None, ""
+    else:
+        groups, what = v, "filter" if step.is_param_grad else "channel"
+    t = Text()
+    t.append("gradient ", "bold")
+    t.append(f"‖{step.name}‖ {num(float(np.linalg.norm(v)))}\n")
+    if groups is not None:
+        norms = stats.channel_norms(groups)
+        top = float(norms.max()) or 1.0
+        bar_w = max(4, width - 12)
+        t.append(f"L2 per {what}\n", KEY_STYLE)
+        for i, n in enumerate(norms):
+            full = n / top * bar_w
+            bar = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full % 1) * 8)] if full < bar_w else "")
+            t.append(f"{i:>2} ", KEY_STYLE)
+            t.append(f"{bar:<{bar_w}}", "magenta")
+            t.append(f" {num(float(n))}\n")
+    if step.is_param_grad:
+        pname = step.name[1:]
+        ratio = stats.update_ratio(step.value, step.params[pname], lr=0.01)
+        t.append(f"|0.01·{step.name}|/|{pname}|\n", KEY_STYLE)
+        style = OK_STYLE if 1e-5 <= ratio <= 1e-2 else WARN_STYLE
+        t.append(f"  {num(ratio)}", style)
+        t.append(" (≈1e-3 healthy)" if width >= 26 else "", KEY_STYLE)
+        t.append("\n")
+    t.rstrip()
+    return t
+
+
+def torch_text(step: Step, state: str, verdict: tuple[bool | None, str] | None) -> Text:
+    """``state``: "loading" | "off" | "failed: ..." | "ready"."""
+    t = Text()
+    t.append("PyTorch ", "bold")
+    if state == "loading":
+        t.append("\nloading PyTorch...", WARN_STYLE)
+        return t
+    if state == "off":
+        t.append("\nreference disabled", KEY_STYLE)
+        return t
+    if state.startswith("failed"):
+        t.append("\n" + state, BAD_STYLE)
+        return t
+    if step.torch_value is None:
+        t.append("\nnot run for this digit yet", KEY_STYLE)
+        return t
+    tv = stats.summarize(step.torch_value)
+    t.append(f"{tv.dtype}\n", KEY_STYLE)
+    t.append("torch ", KEY_STYLE)
+    t.append(f"[{num(tv.min)}, {num(tv.max)}]\n")
+    t.append("max|d| ", KEY_STYLE)
+    t.append(f"{num(step.torch_max_abs_diff or 0.0)}\n")
+    t.append("rel    ", KEY_STYLE)
+    t.append(f"{num(step.torch_max_rel_err or 0.0)}\n")
+    if verdict is not None:
+        ok, text = verdict
+        if ok:
+            t.append("✓ " + text, OK_STYLE)
+        elif ok is None:
+            t.append(text, KEY_STYLE)
+        else:
+            t.append("✗ " + text, BAD_STYLE)
+    return t
+
+
+def explain_text(step: Step, legend: str = "") -> Text:
+    t = Text()
+    t.append("math ", KEY_STYLE)
+    t.append(step.formula, "bold")
+    t.append("\nnumpy ", KEY_STYLE)
+    t.append(step.code, "green")
+    if step.lesson_function:
+        t.append(f"   (lesson: {step.lesson_function})", KEY_STYLE)
+    if legend:
+        t.append("\n" + legend, "italic")
+    return t
+
+
+def scale_text(view: View, pal: Palette, width: int) -> Text:
+    """The colour scale with its numeric range, always visible under the heatmaps."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    if view.kind == "bars":
+        t.append(f"bars scaled to [{num(view.lo)}, {num(view.hi)}]", KEY_STYLE)
+        return t
+    n = pal.n
+    ramp_w = max(n, min(24, width - 34))
+    levels = np.rint(np.linspace(0, n - 1, ramp_w)).astype(int)
+    if view.diverging:
+        lo, hi = view.lo, view.hi
+    else:
+        lo, hi = view.lo, view.hi
+    if view.magnitude:
+        t.append(f"|·| log: {num(hi / 1e4)} ", KEY_STYLE)
+    else:
+        t.append(f"{num(lo)} ")
+    for lv in levels:
+        text, style = pal.swatch(int(lv))
+        t.append(text, style)
+    t.append(f" {num(hi)}")
+    if pal.mode == "none":
+        t.append("  (≡=-· <0 │ >0 ░▒▓█)" if view.diverging else "  (░▒▓█)", KEY_STYLE)
+    if not view.shared:
+        t.append("  per channel: range in labels", WARN_STYLE)
+    else:
+        t.append("  shared", KEY_STYLE)
+    return t

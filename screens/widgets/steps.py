@@ -1,0 +1,116 @@
+"""The list of steps (vertical, for wide terminals) and the step bar (one line, for narrow ones)."""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+
+CURRENT = Style(reverse=True, bold=True)
+HEADING = Style(dim=True, italic=True)
+FORWARD = Style()
+BACKWARD = Style(italic=True)
+
+
+class StepChosen(Message):
+    """The user clicked a step."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+
+class StepList(ScrollView, can_focus=False):
+    """Every step, forward then backward, the current one highlighted. Click to jump."""
+
+    DEFAULT_CSS = """
+    StepList { width: 13; height: 1fr; scrollbar-size-vertical: 1; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.entries: list[tuple[int | None, str, str]] = []  # (step index, name, phase)
+        self.current = 0
+
+    def set_steps(self, names: list[tuple[str, str]]) -> None:
+        entries: list[tuple[int | None, str, str]] = []
+        phase = None
+        for i, (name, ph) in enumerate(names):
+            if ph != phase:
+                entries.append((None, ph, ph))
+                phase = ph
+            entries.append((i, name, ph))
+        self.entries = entries
+        self.virtual_size = Size(12, len(entries))
+        self.refresh()
+
+    def set_current(self, index: int) -> None:
+        self.current = index
+        row = next((r for r, e in enumerate(self.entries) if e[0] == index), 0)
+        height = self.scrollable_content_region.height
+        if height and not (self.scroll_y <= row < self.scroll_y + height):
+            self.scroll_to(y=max(0, row - height // 2), animate=False)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        r = y + int(self.scroll_y)
+        if r >= len(self.entries):
+            return Strip.blank(width, self.rich_style)
+        index, name, phase = self.entries[r]
+        if index is None:
+            return Strip([Segment(name[:width].ljust(width), HEADING)])
+        if index == self.current:
+            return Strip([Segment(f"▶{name}"[:width].ljust(width), CURRENT)])
+        style = FORWARD if phase == "forward" else BACKWARD
+        return Strip([Segment(f" {name}"[:width].ljust(width), style)])
+
+    def on_click(self, event: events.Click) -> None:
+        r = event.y + int(self.scroll_y)
+        if 0 <= r < len(self.entries) and self.entries[r][0] is not None:
+            self.post_message(StepChosen(self.entries[r][0]))
+
+
+class StepBar(Widget, can_focus=False):
+    """All step names on one line, scrolled so the current one is visible (narrow layouts)."""
+
+    DEFAULT_CSS = """
+    StepBar { height: 1; width: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.names: list[tuple[str, str]] = []
+        self.current = 0
+
+    def set_steps(self, names: list[tuple[str, str]]) -> None:
+        self.names = names
+        self.refresh()
+
+    def set_current(self, index: int) -> None:
+        self.current = index
+        self.refresh()
+
+    def render(self) -> Text:
+        text = Text(no_wrap=True, overflow="crop")
+        start = 0
+        phase = None
+        for i, (name, ph) in enumerate(self.names):
+            if ph != phase:
+                text.append("fwd " if ph == "forward" else "│ bwd ", HEADING)
+                phase = ph
+            if i == self.current:
+                start = len(text)
+                text.append(name, CURRENT)
+            else:
+                text.append(name, FORWARD if ph == "forward" else BACKWARD)
+            text.append(" ")
+        width = self.size.width or 80
+        offset = max(0, min(start - width // 3, len(text) - width))
+        return text[offset:] if offset else text

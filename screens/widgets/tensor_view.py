@@ -1,0 +1,237 @@
+"""The heatmap pane: tiles of 2-D maps (or labelled bars) drawn through Textual's Line API.
+
+Every pixel pair becomes one cell: the upper half block with the top pixel as foreground and the
+bottom pixel as background. All lines of the current picture are built once per (view, size,
+colour mode) and cached as Strips; scrolling and repaints only crop them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from screens.colors import MARK_BOTTOM, MARK_TOP, Palette, palette
+from screens.views import Tile, View
+
+HALF = "▀"
+GAP = 1  # columns between tiles
+MAX_SCALE = 8
+LABEL_STYLE = Style(bold=True)
+DIM_STYLE = Style(dim=True)
+
+
+def scaled(tile: Tile, view: View) -> np.ndarray:
+    """A tile's values mapped to t in [-1, 1] (diverging) or [0, 1] (sequential); NaN = gap."""
+    d = tile.data
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if view.magnitude:  # |grad| on a log scale: 4 decades below the top
+            top = tile.hi if tile.hi > 0 else 1.0
+            t = (np.log10(np.abs(d) / top) + 4.0) / 4.0
+            t = np.where(d == 0, 0.0, np.clip(t, 0.0, 1.0))
+        elif view.diverging:
+            m = max(abs(tile.lo), abs(tile.hi))
+            t = d / m if m > 0 else np.zeros_like(d)
+        else:
+            span = tile.hi - tile.lo
+            t = (d - tile.lo) / span if span > 0 else np.zeros_like(d)
+    return np.where(np.isnan(d), np.nan, t)
+
+
+def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Segment]]:
+    """The rows of text cells of one tile at ``scale`` columns per pixel."""
+    levels = pal.levels(scaled(tile, view))
+    marks = tile.marks
+    if marks is not None and pal.mode != "none":
+        levels = np.where(~marks & (levels >= 0), levels + pal.n, levels)  # dim the losers
+    if scale > 1:
+        levels = np.repeat(np.repeat(levels, scale, axis=0), scale, axis=1)
+        if marks is not None:
+            marks = np.repeat(np.repeat(marks, scale, axis=0), scale, axis=1)
+    if levels.shape[0] % 2:
+        levels = np.vstack([levels, np.full((1, levels.shape[1]), -1)])
+        if marks is not None:
+            marks = np.vstack([marks, np.zeros((1, marks.shape[1]), dtype=bool)])
+    top, bottom = levels[0::2], levels[1::2]
+    rows: list[list[Segment]] = []
+    if pal.mode == "none":
+        # one glyph per cell: the pixel of the pair with the larger magnitude wins
+        z = pal.zero_level
+        mag_top = np.abs(np.where(top < 0, z, top) - z)
+        pick_top = mag_top >= np.abs(np.where(bottom < 0, z, bottom) - z)
+        chosen = np.where(pick_top, top, bottom)
+        glyphs = np.array([pal.glyph(i) for i in range(pal.n)] + [" "])
+        text = glyphs[np.where(chosen < 0, pal.n, chosen % pal.n)]
+        if marks is not None:
+            mt, mb = marks[0::2], marks[1::2]
+            text = np.where(mt, MARK_TOP, np.where(mb, MARK_BOTTOM, text))
+        for r in range(text.shape[0]):
+            rows.append([Segment("".join(text[r]))])
+        return rows
+    for r in range(top.shape[0]):
+        segs: list[Segment] = []
+        t_row, b_row = top[r].tolist(), bottom[r].tolist()
+        run_key = (t_row[0], b_row[0])
+        run = 0
+        for key in zip(t_row, b_row, strict=True):
+            if key == run_key:
+                run += 1
+                continue
+            segs.append(_cell_run(pal, run_key, run))
+            run_key, run = key, 1
+        segs.append(_cell_run(pal, run_key, run))
+        rows.append(segs)
+    return rows
+
+
+def _cell_run(pal: Palette, key: tuple[int, int], n: int) -> Segment:
+    top, bottom = key
+    if top < 0 and bottom < 0:
+        return Segment(" " * n)
+    if top < 0:
+        return Segment("▄" * n, Style(color=pal.colors[bottom]))
+    return Segment(HALF * n, pal.cell_style(top, bottom))
+
+
+def fit_scale(tiles: list[Tile], width: int, height: int) -> tuple[int, int]:
+    """The largest scale (columns per pixel) at which all tiles fit; and their columns per row."""
+    best = (1, max(1, (width + GAP) // (tiles[0].data.shape[1] + GAP)))
+    for s in range(1, MAX_SCALE + 1):
+        tw = max(t.data.shape[1] for t in tiles) * s
+        th = max(math.ceil(t.data.shape[0] * s / 2) for t in tiles) + 1  # + label row
+        if tw > width:
+            break
+        per_row = max(1, (width + GAP) // (tw + GAP))
+        rows = math.ceil(len(tiles) / per_row)
+        if rows * th > height and s > 1:
+            break
+        best = (s, per_row)
+    return best
+
+
+def bar_lines(view: View, pal: Palette, width: int) -> list[Strip]:
+    """Labelled horizontal bars for a short 1-D tensor; signed bars grow left/right of an axis."""
+    label_w = max(len(b.label) for b in view.bars) + 1
+    note_w = max((len(b.note) for b in view.bars), default=0)
+    value_w = 11
+    bar_w = max(4, width - label_w - value_w - note_w - 2)
+    m = max(abs(view.lo), abs(view.hi)) or 1.0
+    lines = []
+    for b in view.bars:
+        t = b.value / m if view.diverging else (b.value - view.lo) / ((view.hi - view.lo) or 1.0)
+        level = int(pal.levels(np.array([t]))[0])
+        if pal.mode == "none":
+            glyph, style = ("█" if b.value >= 0 else "≡"), Style()
+        else:
+            glyph, style = "█", Style(color=pal.colors[level])
+        segs = [Segment(f"{b.label:>{label_w - 1}} ", LABEL_STYLE)]
+        if view.diverging:
+            half = (bar_w - 1) // 2
+            n = round(abs(t) * half)
+            left = " " * (half - n) + (glyph * n if b.value < 0 else " " * n)
+            right = (glyph * n if b.value > 0 else " " * n) + " " * (half - n)
+            segs += [Segment(left[: half - n]), Segment(left[half - n:], style),
+                     Segment("│", DIM_STYLE), Segment(right[:n], style), Segment(right[n:])]
+            used = 2 * half + 1
+        else:
+            n = round(max(0.0, t) * bar_w)
+            segs += [Segment(glyph * n, style), Segment("·" * (bar_w - n), DIM_STYLE)]
+            used = bar_w
+        segs.append(Segment(" " * (bar_w - used)))
+        segs.append(Segment(f" {b.value:+.4f}" if abs(b.value) >= 1e-3 or b.value == 0
+                            else f" {b.value:+.2e}"))
+        if b.note:
+            segs.append(Segment(" " + b.note, Style(bold=True, color="yellow")
+                                if pal.mode != "none" else Style(bold=True)))
+        lines.append(Strip(segs))
+    return lines
+
+
+def tile_lines(view: View, pal: Palette, width: int, height: int) -> list[Strip]:
+    scale, per_row = fit_scale(view.tiles, width, height)
+    lines: list[Strip] = []
+    for start in range(0, len(view.tiles), per_row):
+        row_tiles = view.tiles[start: start + per_row]
+        cells = [tile_cells(t, view, pal, scale) for t in row_tiles]
+        widths = [t.data.shape[1] * scale for t in row_tiles]
+        label = []
+        for k, (t, w) in enumerate(zip(row_tiles, widths, strict=True)):
+            if k:
+                label.append(Segment(" " * GAP))
+            label.append(Segment(t.label[:max(w, 2)].ljust(w), LABEL_STYLE))
+        lines.append(Strip(label))
+        for r in range(max(len(c) for c in cells)):
+            segs: list[Segment] = []
+            for k, (c, w) in enumerate(zip(cells, widths, strict=True)):
+                if k:
+                    segs.append(Segment(" " * GAP))
+                segs.extend(c[r] if r < len(c) else [Segment(" " * w)])
+            lines.append(Strip(segs))
+    return lines
+
+
+class TensorView(ScrollView, can_focus=False):
+    """Heatmaps or bars of the current step, with cached strips."""
+
+    DEFAULT_CSS = """
+    TensorView { height: 1fr; scrollbar-size: 1 1; }
+    """
+
+    def __init__(self, *, mode: str = "truecolor", id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.mode = mode
+        self.view: View | None = None
+        self._lines: list[Strip] = []
+        self._key: tuple | None = None
+
+    def show(self, view: View, mode: str | None = None) -> None:
+        self.view = view
+        if mode is not None:
+            self.mode = mode
+        self._key = None
+        self._rebuild()
+        self.refresh()
+
+    def _rebuild(self) -> None:
+        width, height = self.size
+        if self.view is None or width <= 0:
+            self._lines = []
+            return
+        key = (id(self.view), width, height, self.mode)
+        if key == self._key:
+            return
+        self._key = key
+        pal = palette(self.mode, self.view.diverging)
+        if self.view.kind == "bars":
+            lines = bar_lines(self.view, pal, width)
+        else:
+            lines = tile_lines(self.view, pal, width, height)
+            if len(lines) > height:  # it will scroll: leave room for the scrollbar
+                lines = tile_lines(self.view, pal, width - 1, height)
+        self._lines = lines
+        w = max((s.cell_length for s in lines), default=0)
+        self.virtual_size = Size(w, len(lines))
+
+    def on_resize(self) -> None:
+        self._rebuild()
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        self._rebuild()
+        scroll_x, scroll_y = self.scroll_offset
+        i = y + scroll_y
+        width = self.scrollable_content_region.width
+        if i >= len(self._lines):
+            return Strip.blank(width, self.rich_style)
+        return self._lines[i].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    @property
+    def text_lines(self) -> list[str]:
+        """The picture as plain text (for tests and screen readers)."""
+        self._rebuild()
+        return [s.text for s in self._lines]
