@@ -34,7 +34,7 @@ CURSOR = Style(reverse=True, bold=True)
 WRONG = Style(color="red", bold=True)
 
 
-class DigitGrid(ScrollView, can_focus=True):
+class DigitGrid(ScrollView, can_focus=False):
     """Thumbnails of the digits in ``indices``, one cursor cell; Line API with cached rows."""
 
     DEFAULT_CSS = """
@@ -201,7 +201,7 @@ class PickerScreen(ModalScreen[int | None]):
         else:
             self.cnn.ensure_predictions()
         grid.set_indices(np.arange(len(self.cnn.digits.labels)), keep=self.current)
-        grid.focus()
+
         self.update_status()
 
     def predictions_ready(self) -> None:
@@ -252,10 +252,12 @@ class PickerScreen(ModalScreen[int | None]):
 
     def action_move(self, delta: int) -> None:
         self.query_one(DigitGrid).move(delta)
+        self.update_status()
 
     def action_move_row(self, rows: int) -> None:
         grid = self.query_one(DigitGrid)
         grid.move(rows * grid.columns)
+        self.update_status()
 
     def action_only_class(self, k: int) -> None:
         self.only = None if self.only == k else k

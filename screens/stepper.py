@@ -188,29 +188,27 @@ class StepperScreen(Screen):
         table = self.query_one(DataTable)
         m, prefix, rows = self.values_matrix()
         table.clear(columns=True)
-        table.add_column("", key="row")
         for j in range(m.shape[1]):
             table.add_column(str(j), key=str(j))
         for i, r in enumerate(m):
-            table.add_row(rows[i], *(f"{x: .4g}" for x in r))
-        self._values_prefix = prefix
-        self.show_cell(0, 1)
+            table.add_row(*(f"{x: .4g}" for x in r), label=rows[i])
+        self.show_cell(0, 0)
 
     def show_cell(self, row: int, col: int) -> None:
         m, prefix, rows = self.values_matrix()
-        if col < 1 or row >= m.shape[0]:
+        if not (0 <= col < m.shape[1] and 0 <= row < m.shape[0]):
             text = Text(f"{prefix}: move the cursor onto a number", "dim")
         else:
-            x = float(m[row, col - 1])
+            x = float(m[row, col])
             text = Text()
-            idx = f"{rows[row]},{col - 1}" if m.shape[1] > 1 else rows[row]
+            idx = f"{rows[row]},{col}" if m.shape[1] > 1 else rows[row]
             text.append(f"{prefix}[{idx}] = ", "dim")
             text.append(f"{x:.12g}", "bold")
             tv = self.step.torch_value
             if tv is not None:
                 tm = self.values_matrix_of(tv)
                 text.append("   torch ", "dim")
-                text.append(f"{float(tm[row, col - 1]):.12g}")
+                text.append(f"{float(tm[row, col]):.12g}")
         self.query_one("#cell", Static).update(text)
 
     def values_matrix_of(self, a: np.ndarray) -> np.ndarray:

@@ -21,9 +21,10 @@ from screens.views import Tile, View
 
 HALF = "▀"
 GAP = 1  # columns between tiles
-MAX_SCALE = 8
+SCALES = (1, 2, 4, 6, 8)  # 1 or even: a text cell never mixes two different pixels
 LABEL_STYLE = Style(bold=True)
 DIM_STYLE = Style(dim=True)
+PLAIN = Style()
 
 
 def scaled(tile: Tile, view: View) -> np.ndarray:
@@ -71,7 +72,7 @@ def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Se
             mt, mb = marks[0::2], marks[1::2]
             text = np.where(mt, MARK_TOP, np.where(mb, MARK_BOTTOM, text))
         for r in range(text.shape[0]):
-            rows.append([Segment("".join(text[r]))])
+            rows.append([Segment("".join(text[r]), PLAIN)])
         return rows
     for r in range(top.shape[0]):
         segs: list[Segment] = []
@@ -92,7 +93,7 @@ def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Se
 def _cell_run(pal: Palette, key: tuple[int, int], n: int) -> Segment:
     top, bottom = key
     if top < 0 and bottom < 0:
-        return Segment(" " * n)
+        return Segment(" " * n, PLAIN)
     if top < 0:
         return Segment("▄" * n, Style(color=pal.colors[bottom]))
     return Segment(HALF * n, pal.cell_style(top, bottom))
@@ -101,7 +102,7 @@ def _cell_run(pal: Palette, key: tuple[int, int], n: int) -> Segment:
 def fit_scale(tiles: list[Tile], width: int, height: int) -> tuple[int, int]:
     """The largest scale (columns per pixel) at which all tiles fit; and their columns per row."""
     best = (1, max(1, (width + GAP) // (tiles[0].data.shape[1] + GAP)))
-    for s in range(1, MAX_SCALE + 1):
+    for s in SCALES:
         tw = max(t.data.shape[1] for t in tiles) * s
         th = max(math.ceil(t.data.shape[0] * s / 2) for t in tiles) + 1  # + label row
         if tw > width:
@@ -135,16 +136,17 @@ def bar_lines(view: View, pal: Palette, width: int) -> list[Strip]:
             n = round(abs(t) * half)
             left = " " * (half - n) + (glyph * n if b.value < 0 else " " * n)
             right = (glyph * n if b.value > 0 else " " * n) + " " * (half - n)
-            segs += [Segment(left[: half - n]), Segment(left[half - n:], style),
-                     Segment("│", DIM_STYLE), Segment(right[:n], style), Segment(right[n:])]
+            segs += [Segment(left[: half - n], PLAIN), Segment(left[half - n:], style),
+                     Segment("│", DIM_STYLE), Segment(right[:n], style),
+                     Segment(right[n:], PLAIN)]
             used = 2 * half + 1
         else:
             n = round(max(0.0, t) * bar_w)
             segs += [Segment(glyph * n, style), Segment("·" * (bar_w - n), DIM_STYLE)]
             used = bar_w
-        segs.append(Segment(" " * (bar_w - used)))
+        segs.append(Segment(" " * (bar_w - used), PLAIN))
         segs.append(Segment(f" {b.value:+.4f}" if abs(b.value) >= 1e-3 or b.value == 0
-                            else f" {b.value:+.2e}"))
+                            else f" {b.value:+.2e}", PLAIN))
         if b.note:
             segs.append(Segment(" " + b.note, Style(bold=True, color="yellow")
                                 if pal.mode != "none" else Style(bold=True)))
@@ -162,15 +164,15 @@ def tile_lines(view: View, pal: Palette, width: int, height: int) -> list[Strip]
         label = []
         for k, (t, w) in enumerate(zip(row_tiles, widths, strict=True)):
             if k:
-                label.append(Segment(" " * GAP))
+                label.append(Segment(" " * GAP, PLAIN))
             label.append(Segment(t.label[:max(w, 2)].ljust(w), LABEL_STYLE))
         lines.append(Strip(label))
         for r in range(max(len(c) for c in cells)):
             segs: list[Segment] = []
             for k, (c, w) in enumerate(zip(cells, widths, strict=True)):
                 if k:
-                    segs.append(Segment(" " * GAP))
-                segs.extend(c[r] if r < len(c) else [Segment(" " * w)])
+                    segs.append(Segment(" " * GAP, PLAIN))
+                segs.extend(c[r] if r < len(c) else [Segment(" " * w, PLAIN)])
             lines.append(Strip(segs))
     return lines
 
@@ -229,6 +231,12 @@ class TensorView(ScrollView, can_focus=False):
         if i >= len(self._lines):
             return Strip.blank(width, self.rich_style)
         return self._lines[i].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    @property
+    def cells(self) -> list[list[tuple[str, Style | None]]]:
+        """The picture as (text, style) runs per line: what the terminal will show."""
+        self._rebuild()
+        return [[(seg.text, seg.style) for seg in strip] for strip in self._lines]
 
     @property
     def text_lines(self) -> list[str]:
