@@ -53,7 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time the lesson loops, the NumPy path and PyTorch")
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=int, default=None, help="timed repetitions per measurement")
+
+    add_train_parser(sub)
     return parser
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``cnntui train``; flags left out take TrainConfig's defaults (cnntui/train.py)."""
+    from cnntui.train import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train the network on the digits (headless)",
+                       description="Train SimpleCNN on the digits' training split and score it on "
+                                   "the test split. Ctrl-C stops after the current batch.")
+    p.add_argument("--epochs", type=int, help=f"passes over the training set (default {d.epochs})")
+    p.add_argument("--lr", type=float, help=f"base learning rate (default {d.lr:g})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--seed", type=int, help=f"data order and augmentation (default {d.seed})")
+    p.add_argument("--no-augment", action="store_true", help="no random shifts of the images")
+    p.add_argument("--dtype", choices=DTYPES, help=f"default {d.dtype}")
+    p.add_argument("--weight-decay", type=float, help=f"on W1 W2 W3 (default {d.weight_decay:g})")
+    p.add_argument("--momentum", type=float, help=f"for sgd (default {d.momentum:g})")
+    p.add_argument("--schedule", choices=SCHEDULES, help=f"learning rate schedule (default "
+                                                         f"{d.schedule})")
+    p.add_argument("--weights", default=SEED, help="start from: seed (default) | pretrained | PATH")
+    p.add_argument("--out", help="save the trained weights to this .npz")
+    p.add_argument("--json", action="store_true", help="print the history as JSON on stdout")
+    p.add_argument("--train-limit", type=int, metavar="N",
+                   help="train on the first N training digits only (quick checks)")
+    p.add_argument("--bench", action="store_true",
+                   help="compare training images/s with PyTorch for these settings, then exit")
+    p.add_argument("--bench-epochs", type=int, default=3, metavar="E",
+                   help="epochs per --bench measurement (default 3)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             from cnntui import bench
 
             return bench.main(args)
+        if args.command == "train":
+            from cnntui import train
+
+            return train.main(args)
         raise UserError(f"unknown command {args.command}")
     except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
         print(f"cnntui: {e}", file=sys.stderr)
