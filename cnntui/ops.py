@@ -31,18 +31,44 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return span // stride + 1
 
 
-def _geometry(x_shape: tuple, w_shape: tuple, stride: int, padding: int) -> tuple[int, ...]:
-    """(H_out, W_out, Hp, Wp, Wq, tail): Wq is the row pitch of the output grid. With stride 1 it
-    is the padded width Wp, so output (y, x) for kernel offset (i, j) reads flat position
-    (y*Wp + x) + (i*Wp + j) of the padded image: the last kW-1 columns of each row are junk."""
-    _, _, H, W = x_shape
-    _, _, kH, kW = w_shape
-    H_out = conv_output_size(H, kH, stride, padding)
-    W_out = conv_output_size(W, kW, stride, padding)
-    Hp, Wp = H + 2 * padding, W + 2 * padding
-    Wq = Wp if stride == 1 else W_out
-    tail = (kH - 1) * Wp + kW - 1  # room past the last image for the junk columns' reads
-    return H_out, W_out, Hp, Wp, Wq, tail
+# The batch is convolved in chunks of images whose im2col matrix fits in L2 (~1 MiB): writing
+# and re-reading one big im2col matrix through memory costs more than the extra Python calls.
+CHUNK_BYTES = 1 << 20
+
+
+class _Geometry:
+    """Sizes shared by the forward and backward pass of one convolution.
+
+    Images are stored channels first and flattened with their padding: xp (C, N*P + tail),
+    P = Hp*Wp. Output (y, x) of image n for kernel offset (i, j) reads xp[c, n*P + (y*s + i)*Wp
+    + x*s + j]. With stride 1 the output grid gets the row pitch Wq = Wp, so every kernel offset
+    is one flat shift of the whole image; its last kW-1 columns are junk, computed and dropped.
+    """
+
+    def __init__(self, x_shape: tuple, w_shape: tuple, stride: int, padding: int,
+                 groups: int, itemsize: int) -> None:
+        N, C, H, W = x_shape
+        F, Cg, kH, kW = w_shape
+        if C % groups or F % groups or Cg != C // groups:
+            raise ValueError(
+                f"conv2d: input has {C} channels and weights {w_shape} with groups={groups}; "
+                f"need C == groups * weight.shape[1] and F divisible by groups"
+            )
+        self.H_out = conv_output_size(H, kH, stride, padding)
+        self.W_out = conv_output_size(W, kW, stride, padding)
+        self.Hp, self.Wp = H + 2 * padding, W + 2 * padding
+        self.Wq = self.Wp if stride == 1 else self.W_out
+        self.P, self.L, self.K = self.Hp * self.Wp, self.H_out * self.Wq, Cg * kH * kW
+        self.shift = (kH - 1) * self.Wp + kW - 1  # the largest kernel offset, flat
+        self.chunk = max(1, min(N, CHUNK_BYTES // ((self.K + 1) * self.L * itemsize)))
+
+    def windows(self, xp: np.ndarray, groups: int, w_shape: tuple, n: int, stride: int):
+        """The strided view cols[g, c, i, j, n, y, x] of xp (no copy)."""
+        _, Cg, kH, kW = w_shape
+        e, row = xp.itemsize, xp.strides[0]
+        return as_strided(xp, (groups, Cg, kH, kW, n, self.H_out, self.Wq),
+                          (row * Cg, row, self.Wp * e, e, self.P * e, stride * self.Wp * e,
+                           stride * e))
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1,
@@ -50,73 +76,84 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: in
     """x (N, C, H, W), w (F, C/groups, kH, kW), b (F,) -> out (N, F, H_out, W_out)."""
     N, C, H, W = x.shape
     F, Cg, kH, kW = w.shape
-    if C % groups or F % groups or Cg != C // groups:
-        raise ValueError(
-            f"conv2d: input has {C} channels and weights {w.shape} with groups={groups}; "
-            f"need C == groups * weight.shape[1] and F divisible by groups"
-        )
-    H_out, W_out, Hp, Wp, Wq, tail = _geometry(x.shape, w.shape, stride, padding)
-    P, L, K = Hp * Wp, H_out * Wq, Cg * kH * kW
-    # channels first, images flattened with their padding: (C, N*Hp*Wp + tail)
-    xp = np.zeros((C, N * P + tail), dtype=x.dtype)
-    xp[:, :N * P].reshape(C, N, Hp, Wp)[:, :, padding:padding + H, padding:padding + W] = \
+    g = _Geometry(x.shape, w.shape, stride, padding, groups, x.itemsize)
+    K, L, B = g.K, g.L, g.chunk
+    xp = np.zeros((C, N * g.P + g.shift), dtype=x.dtype)
+    xp[:, :N * g.P].reshape(C, N, g.Hp, g.Wp)[:, :, padding:padding + H, padding:padding + W] = \
         x.transpose(1, 0, 2, 3)
-    # im2col as one copy of a strided view: cols[c, i, j, n, y, x] = xp[c, n, y*s + i, x*s + j];
-    # the extra row of ones carries the bias through the matmul (and gives db from the dw matmul)
-    cols = np.empty((groups, K + 1, N, L), dtype=x.dtype)
-    e = xp.itemsize
-    view = as_strided(xp, (C, kH, kW, N, H_out, Wq),
-                      (xp.strides[0], Wp * e, e, P * e, stride * Wp * e, stride * e))
-    cols[:, :K].reshape(groups, Cg, kH, kW, N, H_out, Wq)[...] = view.reshape(
-        groups, Cg, kH, kW, N, H_out, Wq)  # (splitting axes: both sides stay views)
+    windows = g.windows(xp, groups, w.shape, N, stride)
+    # im2col buffer for one chunk; its extra row of ones carries the bias through the matmul
+    cols = np.empty((groups, K + 1, B, L), dtype=x.dtype)
     cols[:, K] = 1
+    cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
     wb = np.empty((groups, F // groups, K + 1), dtype=x.dtype)
     wb[:, :, :K] = w.reshape(groups, F // groups, K)
     wb[:, :, K] = 0 if b is None else b.reshape(groups, F // groups)
-    # one small matmul per image: big single GEMMs of these skinny shapes are slower
-    out = np.matmul(wb, cols.transpose(2, 0, 1, 3))  # (N, groups, F/groups, L)
-    out = out.reshape(N, F, H_out, Wq)[..., :W_out].copy()
-    return out, (x.shape, w, b is not None, stride, padding, groups, cols)
+    res = np.empty((B, groups, F // groups, L), dtype=x.dtype)
+    out = np.empty((N, F, g.H_out, g.W_out), dtype=x.dtype)
+    for n0 in range(0, N, B):
+        n = min(B, N - n0)
+        cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
+        # one small matmul per image: a single GEMM of these skinny shapes is slower
+        np.matmul(wb, cols[:, :, :n].transpose(2, 0, 1, 3), out=res[:n])
+        out[n0:n0 + n] = res[:n].reshape(n, F, g.H_out, g.Wq)[..., :g.W_out]
+    return out, (x.shape, w, b is not None, stride, padding, groups, xp)
 
 
 def conv2d_backward(dout: np.ndarray,
                     cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of conv2d: (dx, dw, db); db is None when the forward had no bias."""
-    x_shape, w, has_bias, stride, padding, groups, cols = cache
+    x_shape, w, has_bias, stride, padding, groups, xp = cache
     N, C, H, W = x_shape
     F, Cg, kH, kW = w.shape
-    H_out, W_out, Hp, Wp, Wq, tail = _geometry(x_shape, w.shape, stride, padding)
-    P, L, K, Fg = Hp * Wp, H_out * Wq, Cg * kH * kW, F // groups
-    # dout on the output grid, zero in the junk columns so they contribute nothing
-    d = np.zeros((N, F, H_out, Wq), dtype=dout.dtype)
-    d[..., :W_out] = dout
-    d = d.reshape(N, groups, Fg, L)
-    dwb = np.matmul(d, cols.transpose(2, 0, 3, 1)).sum(axis=0)  # (groups, Fg, K+1)
-    dw = dwb[..., :K].reshape(F, Cg, kH, kW)
-    db = dwb[..., K].reshape(F) if has_bias else None
+    Fg = F // groups
+    g = _Geometry(x_shape, w.shape, stride, padding, groups, xp.itemsize)
+    K, L, P, B, e = g.K, g.L, g.P, g.chunk, xp.itemsize
+    windows = g.windows(xp, groups, w.shape, N, stride)
+    cols = np.empty((groups, K + 1, B, L), dtype=xp.dtype)
+    cols[:, K] = 1
+    cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
+    d = np.zeros((B, F, g.H_out, g.Wq), dtype=dout.dtype)  # its junk columns stay zero
+    dwb = np.empty((N, groups, Fg, K + 1), dtype=dout.dtype)
     w_t = w.reshape(groups, Fg, K).transpose(0, 2, 1)
     if stride == 1:
-        # dcols laid out like the flat padded images (junk rows zero): col2im is kH*kW adds of
-        # long contiguous rows, one flat shift per kernel offset
-        dcols = np.empty((groups, K, N, P), dtype=dout.dtype)
-        dcols[..., L:] = 0
-        np.matmul(w_t, d, out=dcols[..., :L].transpose(2, 0, 1, 3))
-        dcols = dcols.reshape(C, kH, kW, N * P)
-        dxp = np.zeros((C, N * P + tail), dtype=dout.dtype)
-        for i in range(kH):
-            for j in range(kW):
-                s = i * Wp + j
-                dxp[:, s:s + N * P] += dcols[:, i, j]
-        dxp = dxp[:, :N * P].reshape(C, N, Hp, Wp).transpose(1, 0, 2, 3)
+        # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
+        # `shift` zeros; junk stays zero. col2im is then one sum over (i, j) of a strided view
+        # that shifts row (i, j) by i*Wp + j: dx[c, q] = sum_ij dcols[c, i, j, q - (i*Wp + j)].
+        R = g.shift + B * P
+        dcols = np.zeros((C, kH, kW, R), dtype=dout.dtype)
+        dcols_out = as_strided(dcols[:, 0, 0, g.shift:], (B, groups, K, L),
+                               (P * e, K * R * e, R * e, e))
+        dxp = np.empty((C, N * P), dtype=dout.dtype)
     else:
-        dcols = np.matmul(w_t, d).reshape(N, C, kH, kW, H_out, W_out)
-        dxp = np.zeros((N, C, Hp, Wp), dtype=dout.dtype)
-        for i in range(kH):
-            for j in range(kW):
-                dxp[:, :, i:i + stride * H_out:stride, j:j + stride * W_out:stride] += \
-                    dcols[:, :, i, j]
+        dxp = np.zeros((N, C, g.Hp, g.Wp), dtype=dout.dtype)
+    for n0 in range(0, N, B):
+        n = min(B, N - n0)
+        cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
+        d[:n, :, :, :g.W_out] = dout[n0:n0 + n]
+        dn = d[:n].reshape(n, groups, Fg, L)
+        np.matmul(dn, cols[:, :, :n].transpose(2, 0, 3, 1), out=dwb[n0:n0 + n])
+        if stride == 1:
+            np.matmul(w_t, dn, out=dcols_out[:n])
+            shifted = as_strided(dcols[:, 0, 0, g.shift:], (C, kH, kW, n * P),
+                                 (kH * kW * R * e, (kW * R - g.Wp) * e, (R - 1) * e, e))
+            np.add.reduce(shifted, axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
+        else:
+            dcn = np.matmul(w_t, dn).reshape(n, C, kH, kW, g.H_out, g.W_out)
+            dxn = dxp[n0:n0 + n]
+            for i in range(kH):
+                for j in range(kW):
+                    dxn[:, :, i:i + stride * g.H_out:stride, j:j + stride * g.W_out:stride] += \
+                        dcn[:, :, i, j]
+    dwb = dwb.sum(axis=0)
+    dw = dwb[..., :K].reshape(F, Cg, kH, kW)
+    db = dwb[..., K].reshape(F) if has_bias else None
+    if stride == 1:
+        dxp = dxp.reshape(C, N, g.Hp, g.Wp).transpose(1, 0, 2, 3)
     dx = dxp[:, :, padding:padding + H, padding:padding + W].copy()
     return dx, dw, db
+
+
 def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray, tuple]:
     """Max-pool over H and W. The cache holds ``argmax``: for every output cell, the flat index
     (row * W + col) into its channel of the input where the window's maximum was. Ties go to the
