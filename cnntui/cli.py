@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time the lesson loops, the NumPy path and PyTorch")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--repeat", type=int, default=None, help="timed repetitions per measurement")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed rounds per measurement, interleaved (default 15)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for NumPy's BLAS and for PyTorch alike (default: all cores)")
+    p.add_argument("--batch", type=int, nargs="+", default=None, metavar="N",
+                   help="batch sizes to time (default: 1 64 256)")
 
     add_train_parser(sub)
     return parser

@@ -114,7 +114,8 @@ def conv2d_backward(dout: np.ndarray,
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
     d = np.zeros((B, F, g.H_out, g.Wq), dtype=dout.dtype)  # its junk columns stay zero
-    dwb = np.empty((N, groups, Fg, K + 1), dtype=dout.dtype)
+    dwb = np.empty((N, groups, K + 1, Fg), dtype=dout.dtype)  # dw.T, then db; this way round
+    # the per-image matmul is faster for conv1's shapes
     w_t = w.reshape(groups, Fg, K).transpose(0, 2, 1)
     if stride == 1:
         # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
@@ -132,9 +133,11 @@ def conv2d_backward(dout: np.ndarray,
         cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
         d[:n, :, :, :g.W_out] = dout[n0:n0 + n]
         dn = d[:n].reshape(n, groups, Fg, L)
-        np.matmul(dn, cols[:, :, :n].transpose(2, 0, 3, 1), out=dwb[n0:n0 + n])
+        np.matmul(cols[:, :, :n].transpose(2, 0, 1, 3), dn.transpose(0, 1, 3, 2),
+                  out=dwb[n0:n0 + n])
         if stride == 1:
             np.matmul(w_t, dn, out=dcols_out[:n])
+        if stride == 1:
             shifted = as_strided(dcols[:, 0, 0, g.shift:], (C, kH, kW, n * P),
                                  (kH * kW * R * e, (kW * R - g.Wp) * e, (R - 1) * e, e))
             np.add.reduce(shifted, axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
@@ -146,8 +149,8 @@ def conv2d_backward(dout: np.ndarray,
                     dxn[:, :, i:i + stride * g.H_out:stride, j:j + stride * g.W_out:stride] += \
                         dcn[:, :, i, j]
     dwb = dwb.sum(axis=0)
-    dw = dwb[..., :K].reshape(F, Cg, kH, kW)
-    db = dwb[..., K].reshape(F) if has_bias else None
+    dw = dwb[:, :K].transpose(0, 2, 1).reshape(F, Cg, kH, kW)
+    db = dwb[:, K].reshape(F) if has_bias else None
     if stride == 1:
         dxp = dxp.reshape(C, N, g.Hp, g.Wp).transpose(1, 0, 2, 3)
     dx = dxp[:, :, padding:padding + H, padding:padding + W].copy()

@@ -1,0 +1,308 @@
+"""``cnntui bench``: per-image forward+backward time of the lesson's loops, the fast NumPy path
+and PyTorch CPU on the same SimpleCNN, weights and digits.
+
+How it stays fair:
+- NumPy (and the lesson's loops) and PyTorch run in two worker processes, so their thread pools
+  never spin against each other and their allocators do not share a heap. The parent asks one
+  worker at a time for one measurement, so only one of them runs at any moment.
+- Both workers get the same thread count (``--threads``, default: the machine's cores) through
+  OMP/OpenBLAS/MKL variables set before they start, and ``torch.set_num_threads``.
+- Both tune glibc's malloc the same way: without it, every call hands its large temporaries back
+  to the OS and page-faults them in again, which swings timings 2-3x.
+- Every configuration is warmed up, then measured in ``--repeat`` interleaved rounds (the order
+  rotates each round); a round times enough calls for ~30 ms, and the report is the median.
+
+The lesson's loops handle one image at a time, so they are timed at batch 1 on a few images; the
+speedup at every batch size compares against that per-image time.
+
+JSON document (``--json``)::
+
+    {"threads": 2, "rounds": 15, "versions": {...}, "malloc_tuned": true,
+     "results": [{"impl": "lesson"|"numpy"|"torch", "dtype": "float64"|"float32", "batch": 64,
+                  "us_per_image": median, "us_per_image_min": ..., "us_per_image_max": ...,
+                  "calls_per_round": ...}, ...],
+     "ratios": [{"dtype", "batch", "numpy_over_torch"}],
+     "speedups": [{"dtype", "batch", "numpy_over_lesson"}],
+     "target": {"batch": 64, "max_ratio": 1.0, "min_speedup": 500.0, "met": bool}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+BATCHES = (1, 64, 256)
+DTYPES = ("float64", "float32")
+MAX_BATCH = 1797
+LESSON_IMAGES = 2  # the loops take ~30 ms per image
+ROUND_SECONDS = 0.03
+TARGET_BATCH, TARGET_RATIO, TARGET_SPEEDUP = 64, 1.0, 500.0
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the process (glibc only): no mmap for blocks under 32 MiB (glibc's
+    maximum) and no trimming, so the next call reuses pages instead of faulting them in."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        ok &= libc.mallopt(M_TOP_PAD, 64 << 20)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+# ---- the workers ------------------------------------------------------------------------------
+
+
+def _inputs(batch: int, dtype: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The seed weights and the first ``batch`` digits (real inputs: ReLU zeros, pooling ties)."""
+    from cnntui.data import load_digits
+    from cnntui.model import SIMPLE_CNN, cast_params
+
+    digits = load_digits()
+    x = np.ascontiguousarray(digits.images[:batch], dtype=dtype)
+    return cast_params(SIMPLE_CNN.init_params(), dtype), x, digits.labels[:batch].copy()
+
+
+def _numpy_step(dtype: str, batch: int) -> Callable[[], object]:
+    from cnntui.model import SIMPLE_CNN, loss_and_grads
+
+    params, x, labels = _inputs(batch, dtype)
+    return lambda: loss_and_grads(SIMPLE_CNN, params, x, labels)
+
+
+def _lesson_step(dtype: str, batch: int) -> Callable[[], object]:
+    """One image per call through the lesson's SimpleCNN and its backward functions."""
+    from cnntui import lesson
+
+    params, x, labels = _inputs(LESSON_IMAGES, "float64")
+    cnn = lesson.SimpleCNN()
+    for name, value in params.items():
+        setattr(cnn, name, value)
+    turn = iter(range(1 << 62))
+
+    def step() -> None:
+        i = next(turn) % LESSON_IMAGES
+        cnn.forward(x[i])
+        lesson.lesson_backward(cnn, int(labels[i]))
+
+    return step
+
+
+def _torch_step(dtype: str, batch: int) -> Callable[[], object]:
+    """The same network in functional PyTorch with the same weights; autograd for every grad."""
+    import torch
+    import torch.nn.functional as F
+
+    params, x, labels = _inputs(batch, dtype)
+    tdtype = getattr(torch, dtype)
+    p = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
+    xt = torch.tensor(x, requires_grad=True)  # dx is computed by NumPy too
+    yt = torch.tensor(labels)
+    leaves = [xt, *p.values()]
+
+    def step() -> None:
+        for t in leaves:
+            t.grad = None
+        h = F.max_pool2d(F.relu(F.conv2d(xt, p["W1"], p["b1"], padding=1)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, p["W2"], p["b2"], padding=1)), 2)
+        logits = h.flatten(1) @ p["W3"] + p["b3"]
+        F.cross_entropy(logits, yt).backward()
+
+    return step
+
+
+STEPS = {"lesson": _lesson_step, "numpy": _numpy_step, "torch": _torch_step}
+
+
+def _worker(impls: list[str], threads: int) -> None:
+    """Serve measurements over stdin/stdout, one JSON object per line."""
+    malloc_tuned = tune_malloc()
+    versions = {"numpy": np.__version__}
+    if "torch" in impls:
+        import torch
+
+        torch.set_num_threads(threads)
+        versions["torch"] = torch.__version__
+    steps: dict[tuple, tuple[Callable[[], object], int]] = {}
+    print(json.dumps({"ready": True, "malloc_tuned": malloc_tuned, "versions": versions}),
+          flush=True)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        key = (msg["impl"], msg["dtype"], msg["batch"])
+        if msg["cmd"] == "prepare":  # build, warm up, and choose calls per round
+            step = STEPS[msg["impl"]](msg["dtype"], msg["batch"])
+            start, calls = time.perf_counter(), 0
+            while calls < 3 or (time.perf_counter() - start < 0.15 and calls < 200):
+                step()
+                calls += 1
+            per_call = (time.perf_counter() - start) / calls
+            steps[key] = (step, max(1, round(ROUND_SECONDS / per_call)))
+            print(json.dumps({"calls": steps[key][1]}), flush=True)
+        elif msg["cmd"] == "time":
+            step, calls = steps[key]
+            start = time.perf_counter()
+            for _ in range(calls):
+                step()
+            print(json.dumps({"seconds": (time.perf_counter() - start) / calls}), flush=True)
+
+
+class _Worker:
+    def __init__(self, impls: list[str], threads: int) -> None:
+        env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnntui.bench", "--worker", ",".join(impls),
+             "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.hello: dict | None = None
+
+    def ask(self, msg: dict | None = None) -> dict:
+        if msg is not None:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the benchmark worker stopped (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# ---- the parent -------------------------------------------------------------------------------
+
+
+def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] = BATCHES,
+        with_torch: bool = True) -> dict:
+    """Measure everything; returns the JSON document described in the module docstring."""
+    threads = threads or os.cpu_count() or 1
+    configs = [("lesson", "float64", 1)]
+    impls = ["numpy"] + (["torch"] if with_torch else [])
+    for batch in batches:
+        for dtype in DTYPES:
+            configs += [(impl, dtype, batch) for impl in impls]
+    workers = {"numpy": _Worker(["lesson", "numpy"], threads)}
+    if with_torch:  # start both first: importing torch takes seconds
+        workers["torch"] = _Worker(["torch"], threads)
+    owner = {"lesson": "numpy", "numpy": "numpy", "torch": "torch"}
+    try:
+        hello = {name: w.ask() for name, w in workers.items()}
+        calls = {}
+        for c in configs:
+            msg = {"cmd": "prepare", "impl": c[0], "dtype": c[1], "batch": c[2]}
+            calls[c] = workers[owner[c[0]]].ask(msg)["calls"]
+        samples: dict[tuple, list[float]] = {c: [] for c in configs}
+        for r in range(rounds):
+            for c in configs[r % len(configs):] + configs[:r % len(configs)]:
+                time.sleep(0.002)  # let the other worker's spinning threads go to sleep
+                msg = {"cmd": "time", "impl": c[0], "dtype": c[1], "batch": c[2]}
+                samples[c].append(workers[owner[c[0]]].ask(msg)["seconds"] / c[2])
+    finally:
+        for w in workers.values():
+            w.close()
+    return _document(configs, samples, calls, rounds, threads, hello)
+
+
+def _document(configs, samples, calls, rounds, threads, hello) -> dict:
+    us = {c: statistics.median(samples[c]) * 1e6 for c in configs}
+    results = [{"impl": c[0], "dtype": c[1], "batch": c[2], "us_per_image": us[c],
+                "us_per_image_min": min(samples[c]) * 1e6,
+                "us_per_image_max": max(samples[c]) * 1e6, "calls_per_round": calls[c]}
+               for c in configs]
+    lesson_us = us[("lesson", "float64", 1)]
+    ratios, speedups = [], []
+    for c in configs:
+        if c[0] != "numpy":
+            continue
+        torch_c = ("torch", c[1], c[2])
+        if torch_c in us:
+            ratios.append({"dtype": c[1], "batch": c[2], "numpy_over_torch": us[c] / us[torch_c]})
+        speedups.append({"dtype": c[1], "batch": c[2], "numpy_over_lesson": lesson_us / us[c]})
+    at = [r for r in ratios if r["batch"] == TARGET_BATCH]
+    fast = [s for s in speedups if s["batch"] == TARGET_BATCH]
+    met = (bool(at) and all(r["numpy_over_torch"] <= TARGET_RATIO for r in at)
+           and bool(fast) and all(s["numpy_over_lesson"] >= TARGET_SPEEDUP for s in fast))
+    versions = {k: v for h in hello.values() for k, v in h["versions"].items()}
+    return {"threads": threads, "rounds": rounds, "versions": versions,
+            "malloc_tuned": all(h["malloc_tuned"] for h in hello.values()),
+            "results": results, "ratios": ratios, "speedups": speedups,
+            "target": {"batch": TARGET_BATCH, "max_ratio": TARGET_RATIO,
+                       "min_speedup": TARGET_SPEEDUP, "met": met}}
+
+
+def _fmt_us(us: float) -> str:
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.1f} us"
+
+
+def print_table(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ratio = {(r["dtype"], r["batch"]): r["numpy_over_torch"] for r in doc["ratios"]}
+    speedup = {(s["dtype"], s["batch"]): s["numpy_over_lesson"] for s in doc["speedups"]}
+    table = Table(title=f"SimpleCNN forward + backward per image: median of {doc['rounds']} "
+                        f"rounds, {doc['threads']} thread(s) each")
+    for name in ("", "dtype", "batch", "median", "min", "NumPy/torch", "vs loops"):
+        table.add_column(name, justify="left" if name in ("", "dtype") else "right", no_wrap=True)
+    names = {"lesson": "lesson loops", "numpy": "NumPy", "torch": "PyTorch"}
+    order = {"lesson": 0, "numpy": 1, "torch": 2}
+    rows = sorted(doc["results"], key=lambda r: (order[r["impl"]], r["dtype"] != "float64",
+                                                 r["batch"]))
+    for r in rows:
+        key = (r["dtype"], r["batch"])
+        mine = r["impl"] == "numpy"
+        table.add_row(names[r["impl"]], r["dtype"], str(r["batch"]), _fmt_us(r["us_per_image"]),
+                      _fmt_us(r["us_per_image_min"]),
+                      f"{ratio[key]:.2f}" if mine and key in ratio else "",
+                      f"{speedup[key]:,.0f}x" if mine else "")
+    console = Console()
+    console.print(table)
+    t = doc["target"]
+    verdict = "[green]met[/]" if t["met"] else "[red]not met[/]"
+    console.print(f"Target at batch {t['batch']}, float64 and float32: NumPy/torch <= "
+                  f"{t['max_ratio']:g} and >= {t['min_speedup']:g}x the loops: {verdict}")
+    versions = ", ".join(f"{k} {v}" for k, v in doc["versions"].items())
+    console.print(f"[dim]{versions}; malloc tuned: {doc['malloc_tuned']}[/]")
+
+
+def main(args: argparse.Namespace) -> int:
+    rounds = args.repeat if args.repeat is not None else 15
+    if rounds < 1:
+        raise ValueError("--repeat must be at least 1")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise ValueError("--threads must be at least 1")
+    batches = tuple(getattr(args, "batch", None) or BATCHES)
+    if not all(1 <= b <= MAX_BATCH for b in batches):
+        raise ValueError(f"--batch sizes must be between 1 and {MAX_BATCH} (the digits set)")
+    doc = run(rounds=rounds, threads=threads, batches=batches)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print_table(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    worker = argparse.ArgumentParser()
+    worker.add_argument("--worker", required=True)
+    worker.add_argument("--threads", type=int, required=True)
+    a = worker.parse_args()
+    _worker(a.worker.split(","), a.threads)

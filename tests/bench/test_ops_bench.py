@@ -1,0 +1,73 @@
+"""Forward + backward of SimpleCNN at batch 64: NumPy (cnntui.ops) and PyTorch, float64 and
+float32, with pytest-benchmark. Reported, never asserted: ``cnntui bench`` is the fair comparison
+(separate processes, equal threads, interleaved rounds); these track regressions in the suite.
+
+A few rounds keep them quick in the normal run; ``pytest tests/bench --benchmark-only`` shows them
+alone, and ``--benchmark-disable`` runs each body once as a smoke test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnntui import bench
+from cnntui.model import SIMPLE_CNN, loss_and_grads
+
+BATCH = 64
+DTYPES = ["float64", "float32"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fair_setup():
+    """One thread for NumPy's BLAS and for torch (their pools spin against each other in one
+    process on two cores), restored afterwards; and malloc tuned as ``cnntui bench`` does,
+    without which every call page-faults its temporaries back in."""
+    from threadpoolctl import threadpool_limits
+
+    bench.tune_malloc()
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+def _run(benchmark, step, impl: str, dtype: str) -> None:
+    benchmark.group = f"SimpleCNN forward+backward, batch {BATCH}, {dtype}"
+    benchmark.extra_info.update(impl=impl, dtype=dtype, batch=BATCH)
+    benchmark.pedantic(step, rounds=15, iterations=3, warmup_rounds=3)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["us_per_image"] = benchmark.stats.stats.median / BATCH * 1e6
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numpy_forward_backward(benchmark, dtype):
+    step = bench._numpy_step(dtype, BATCH)
+    p = step()
+    assert p.grads["dW1"].dtype == np.dtype(dtype) and np.isfinite(p.loss)
+    _run(benchmark, step, "numpy", dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_forward_backward(benchmark, dtype):
+    pytest.importorskip("torch")
+    _run(benchmark, bench._torch_step(dtype, BATCH), "torch", dtype)
+
+
+def test_numpy_and_torch_compute_the_same_gradients():
+    """The two benchmarked steps do the same work: equal loss and weight gradients."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    params, x, labels = bench._inputs(BATCH, "float64")
+    ours = loss_and_grads(SIMPLE_CNN, params, x, labels)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    h = F.max_pool2d(F.relu(F.conv2d(torch.tensor(x), p["W1"], p["b1"], padding=1)), 2)
+    h = F.max_pool2d(F.relu(F.conv2d(h, p["W2"], p["b2"], padding=1)), 2)
+    loss = F.cross_entropy(h.flatten(1) @ p["W3"] + p["b3"], torch.tensor(labels))
+    loss.backward()
+    assert abs(ours.loss - loss.item()) < 1e-10
+    for name, t in p.items():
+        np.testing.assert_allclose(ours.grads["d" + name], t.grad.numpy(), rtol=0, atol=1e-12)
