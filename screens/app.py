@@ -49,7 +49,7 @@ def _no_color_env(on: bool):
 class CnnApp(App[int]):
     """Walk one digit through SimpleCNN's forward and backward pass."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "cnntui"
     HORIZONTAL_BREAKPOINTS = [(0, "-tiny-w"), (60, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-tiny-h"), (20, "-short"), (30, "-tall")]

@@ -8,7 +8,7 @@ import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -18,6 +18,7 @@ from screens.colors import palette
 from screens.views import View, build_view
 from screens.widgets.steps import StepBar, StepChosen, StepList
 from screens.widgets.tensor_view import TensorView
+from screens.widgets.text_pane import TextPane
 from screens.widgets.too_small import TooSmall
 
 if TYPE_CHECKING:
@@ -96,22 +97,19 @@ class StepperScreen(Screen):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Static(id="header")
+        yield TextPane(id="header", wrap=False)
         yield StepBar(id="stepbar")
         with Horizontal(id="body"):
             yield StepList(id="steps")
             with Vertical(id="center"):
-                yield Static(id="title")
+                yield TextPane(id="title", wrap=False)
                 yield TensorView(id="map", mode=self.cnn.color_mode)
                 with Vertical(id="values-box"):
                     yield DataTable(id="values", zebra_stripes=True)
                     yield Static(id="cell")
-                yield Static(id="scale")
-                yield Static(id="explain")
-            with VerticalScroll(id="side"):
-                yield Static(id="stats")
-                yield Static(id="torch")
-                yield Static(id="grad")
+                yield TextPane(id="scale", wrap=False)
+                yield TextPane(id="explain")
+            yield TextPane(id="side")
         yield Footer(compact=True)
         yield TooSmall()
 
@@ -139,34 +137,37 @@ class StepperScreen(Screen):
                                       magnitude=self.magnitude)
         self.channel = view.selected
         mode = self.cnn.color_mode
-        self.query_one("#header", Static).update(
+        self.query_one("#header", TextPane).set(
             panes.header(trace, step, self.cnn.weights_desc, self.playing))
-        self.query_one("#title", Static).update(panes.title(step, view))
+        self.query_one("#title", TextPane).set(panes.title(step, view))
         self.query_one(TensorView).show(view, mode)
         width = self.query_one("#center").size.width or 60
-        self.query_one("#scale", Static).update(
+        self.query_one("#scale", TextPane).set(
             panes.scale_text(view, palette(mode, view.diverging), width))
-        self.query_one("#explain", Static).update(panes.explain_text(step, view.legend))
-        side_w = self.query_one("#side").size.width or 28
-        self.query_one("#stats", Static).update(panes.stats_text(step, side_w - 1))
-        grad = panes.grad_text(step, trace, width=side_w - 2)
-        grad_w = self.query_one("#grad", Static)
-        grad_w.display = grad is not None
-        if grad is not None:
-            grad_w.update(grad)
-        self.update_torch()
+        self.query_one("#explain", TextPane).set(panes.explain_text(step, view.legend))
+        self.update_side()
         self.query_one(StepList).set_current(step.index)
         self.query_one(StepBar).set_current(step.index)
         if self.show_values:
             self.fill_values()
 
-    def update_torch(self) -> None:
-        step = self.step
+    def update_side(self) -> None:
+        """Stats, the PyTorch comparison and (backward) gradient sizes, in one pane."""
+        step, trace = self.step, self.cnn.trace
+        side_w = (self.query_one("#side").size.width or 28) - 2
         verdict = None
         state = self.cnn.reference_state
         if state == "ready" and step.torch_value is not None:
             verdict = self.cnn.verdict(step)
-        self.query_one("#torch", Static).update(panes.torch_text(step, state, verdict))
+        self.stats_text = panes.stats_text(step, side_w)
+        self.torch_text = panes.torch_text(step, state, verdict)
+        self.grad_text = panes.grad_text(step, trace, width=side_w)
+        parts = [self.stats_text, self.torch_text]
+        if self.grad_text is not None:
+            parts.append(self.grad_text)
+        self.query_one("#side", TextPane).set(Text("\n\n").join(parts))
+
+    update_torch = update_side
 
     def values_matrix(self) -> tuple[np.ndarray, str, list[str]]:
         """The selected channel's numbers as a 2-D table, the index prefix, and row labels."""

@@ -217,7 +217,11 @@ class TensorView(ScrollView, can_focus=False):
                 lines = tile_lines(self.view, pal, width - 1, height)
         self._lines = lines
         w = max((s.cell_length for s in lines), default=0)
-        self.virtual_size = Size(w, len(lines))
+        # never smaller than the pane: a new picture that fits needs no layout pass
+        virtual = Size(max(w, self.size.width if len(lines) <= height else w),
+                       max(len(lines), height))
+        if virtual != self.virtual_size:
+            self.virtual_size = virtual
 
     def on_resize(self) -> None:
         self._rebuild()

@@ -1,0 +1,70 @@
+"""Text panes drawn through the Line API: updating one only repaints it (no layout pass), which
+keeps a step's redraw cheap. Long content scrolls."""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+PLAIN = Style()
+
+
+class TextPane(ScrollView, can_focus=False):
+    """Shows a Rich Text, wrapped (or cropped, ``wrap=False``) to the pane's width."""
+
+    DEFAULT_CSS = """
+    TextPane { scrollbar-size-vertical: 1; }
+    """
+
+    def __init__(self, *, wrap: bool = True, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.wrap = wrap
+        self.text = Text()
+        self._lines: list[Strip] = []
+        self._key: tuple | None = None
+
+    def set(self, text: Text) -> None:
+        self.text = text
+        self._key = None
+        self._rebuild()
+        self.refresh()
+
+    @property
+    def plain(self) -> str:
+        return self.text.plain
+
+    def _rebuild(self) -> None:
+        width, height = self.size
+        key = (width, height)
+        if key == self._key or width <= 0:
+            return
+        self._key = key
+        console = self.app.console
+        if self.wrap:
+            lines = self.text.wrap(console, width)
+            if len(lines) > height:  # it will scroll: leave room for the scrollbar
+                lines = self.text.wrap(console, width - 1)
+        else:
+            lines = self.text.split("\n")
+        self._lines = [Strip([Segment(seg.text, seg.style or PLAIN)
+                              for seg in line.render(console, end="")]) for line in lines]
+        # never smaller than the pane: a change of content alone needs no layout pass
+        virtual = Size(width, max(len(self._lines), height))
+        if virtual != self.virtual_size:
+            self.virtual_size = virtual
+
+    def on_resize(self) -> None:
+        self._key = None
+        self._rebuild()
+
+    def render_line(self, y: int) -> Strip:
+        self._rebuild()
+        width = self.scrollable_content_region.width
+        i = y + int(self.scroll_y)
+        if i >= len(self._lines):
+            return Strip.blank(width, self.rich_style)
+        return self._lines[i].crop_extend(0, width, self.rich_style)
