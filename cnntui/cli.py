@@ -7,9 +7,9 @@ import argparse
 import os
 import sys
 
-from cnntui.model import SEED, WeightsError
+from cnntui.model import PRETRAINED, SEED, WeightsError
 
-DEFAULT_APP_WEIGHTS = SEED  # becomes "pretrained" once the shipped weights exist
+DEFAULT_APP_WEIGHTS = PRETRAINED  # sample_data/pretrained.npz, made by `cnntui train`
 
 
 class UserError(Exception):
