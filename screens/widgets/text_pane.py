@@ -4,13 +4,10 @@ keeps a step's redraw cheap. Long content scrolls."""
 from __future__ import annotations
 
 from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-
-PLAIN = Style()
 
 
 class TextPane(ScrollView, can_focus=False):
@@ -44,16 +41,19 @@ class TextPane(ScrollView, can_focus=False):
             return
         self._key = key
         console = self.app.console
+        inner = width
         if self.wrap:
             lines = self.text.wrap(console, width)
             if len(lines) > height:  # it will scroll: leave room for the scrollbar
-                lines = self.text.wrap(console, width - 1)
+                inner = width - 1
+                lines = self.text.wrap(console, inner)
         else:
             lines = self.text.split("\n")
-        self._lines = [Strip([Segment(seg.text, seg.style or PLAIN)
+        base = self.rich_style
+        self._lines = [Strip([Segment(seg.text, base + seg.style if seg.style else base)
                               for seg in line.render(console, end="")]) for line in lines]
         # never smaller than the pane: a change of content alone needs no layout pass
-        virtual = Size(width, max(len(self._lines), height))
+        virtual = Size(inner, max(len(self._lines), height))
         if virtual != self.virtual_size:
             self.virtual_size = virtual
 
