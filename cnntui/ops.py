@@ -13,7 +13,7 @@ col2im is kH*kW adds of long contiguous rows.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -29,6 +29,13 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
             f" + 1 = {span / stride + 1:g}; change the padding or the stride"
         )
     return span // stride + 1
+
+
+def _view(base: np.ndarray, offset: int, shape: tuple, strides: tuple) -> np.ndarray:
+    """A strided view of the contiguous array ``base``, offset and strides in elements; checked
+    to stay inside ``base`` (and ~10x cheaper than ``as_strided``, which matters per chunk)."""
+    e = base.itemsize
+    return np.ndarray(shape, base.dtype, base, offset * e, tuple(s * e for s in strides))
 
 
 # The batch is convolved in chunks of images whose im2col matrix fits in L2 (~1 MiB): writing
@@ -65,10 +72,9 @@ class _Geometry:
     def windows(self, xp: np.ndarray, groups: int, w_shape: tuple, n: int, stride: int):
         """The strided view cols[g, c, i, j, n, y, x] of xp (no copy)."""
         _, Cg, kH, kW = w_shape
-        e, row = xp.itemsize, xp.strides[0]
-        return as_strided(xp, (groups, Cg, kH, kW, n, self.H_out, self.Wq),
-                          (row * Cg, row, self.Wp * e, e, self.P * e, stride * self.Wp * e,
-                           stride * e))
+        row = xp.shape[1]
+        return _view(xp, 0, (groups, Cg, kH, kW, n, self.H_out, self.Wq),
+                     (row * Cg, row, self.Wp, 1, self.P, stride * self.Wp, stride))
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1,
@@ -108,7 +114,7 @@ def conv2d_backward(dout: np.ndarray,
     F, Cg, kH, kW = w.shape
     Fg = F // groups
     g = _Geometry(x_shape, w.shape, stride, padding, groups, xp.itemsize)
-    K, L, P, B, e = g.K, g.L, g.P, g.chunk, xp.itemsize
+    K, L, P, B = g.K, g.L, g.P, g.chunk
     windows = g.windows(xp, groups, w.shape, N, stride)
     cols = np.empty((groups, K + 1, B, L), dtype=xp.dtype)
     cols[:, K] = 1
@@ -122,9 +128,10 @@ def conv2d_backward(dout: np.ndarray,
         # `shift` zeros; junk stays zero. col2im is then one sum over (i, j) of a strided view
         # that shifts row (i, j) by i*Wp + j: dx[c, q] = sum_ij dcols[c, i, j, q - (i*Wp + j)].
         R = g.shift + B * P
-        dcols = np.zeros((C, kH, kW, R), dtype=dout.dtype)
-        dcols_out = as_strided(dcols[:, 0, 0, g.shift:], (B, groups, K, L),
-                               (P * e, K * R * e, R * e, e))
+        dcols = np.empty((C, kH, kW, R), dtype=dout.dtype)
+        dcols[..., :g.shift] = 0  # only the lead-in and the junk need zeros, not the whole block
+        dcols[..., g.shift:].reshape(C, kH, kW, B, P)[..., L:] = 0
+        dcols_out = _view(dcols, g.shift, (B, groups, K, L), (P, K * R, R, 1))
         dxp = np.empty((C, N * P), dtype=dout.dtype)
     else:
         dxp = np.zeros((N, C, g.Hp, g.Wp), dtype=dout.dtype)
@@ -138,8 +145,8 @@ def conv2d_backward(dout: np.ndarray,
         if stride == 1:
             np.matmul(w_t, dn, out=dcols_out[:n])
         if stride == 1:
-            shifted = as_strided(dcols[:, 0, 0, g.shift:], (C, kH, kW, n * P),
-                                 (kH * kW * R * e, (kW * R - g.Wp) * e, (R - 1) * e, e))
+            shifted = _view(dcols, g.shift, (C, kH, kW, n * P),
+                            (kH * kW * R, kW * R - g.Wp, R - 1, 1))
             np.add.reduce(shifted, axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
         else:
             dcn = np.matmul(w_t, dn).reshape(n, C, kH, kW, g.H_out, g.W_out)
