@@ -5,8 +5,10 @@ How it stays fair:
 - NumPy (and the lesson's loops) and PyTorch run in two worker processes, so their thread pools
   never spin against each other and their allocators do not share a heap. The parent asks one
   worker at a time for one measurement, so only one of them runs at any moment.
-- Both workers get the same thread count (``--threads``, default: the machine's cores) through
-  OMP/OpenBLAS/MKL variables set before they start, and ``torch.set_num_threads``.
+- Both workers get the same thread count through OMP/OpenBLAS/MKL variables set before they
+  start, and ``torch.set_num_threads``. The default is one each: the NumPy path is single-threaded
+  (its per-image matmuls are below OpenBLAS's threading threshold), so that compares like with
+  like; ``--threads 2`` lets PyTorch use both cores of this machine.
 - Both tune glibc's malloc the same way: without it, every call hands its large temporaries back
   to the OS and page-faults them in again, which swings timings 2-3x.
 - Every configuration is warmed up, then measured in ``--repeat`` interleaved rounds (the order
@@ -192,7 +194,7 @@ class _Worker:
 def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] = BATCHES,
         with_torch: bool = True) -> dict:
     """Measure everything; returns the JSON document described in the module docstring."""
-    threads = threads or os.cpu_count() or 1
+    threads = threads or 1
     configs = [("lesson", "float64", 1)]
     impls = ["numpy"] + (["torch"] if with_torch else [])
     for batch in batches:

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=None,
                    help="timed rounds per measurement, interleaved (default 15)")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for NumPy's BLAS and for PyTorch alike (default: all cores)")
+                   help="threads for NumPy's BLAS and for PyTorch alike (default 1)")
     p.add_argument("--batch", type=int, nargs="+", default=None, metavar="N",
                    help="batch sizes to time (default: 1 64 256)")
 
