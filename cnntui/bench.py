@@ -261,7 +261,9 @@ def print_table(doc: dict) -> None:
     speedup = {(s["dtype"], s["batch"]): s["numpy_over_lesson"] for s in doc["speedups"]}
     table = Table(title=f"SimpleCNN forward + backward per image: median of {doc['rounds']} "
                         f"rounds, {doc['threads']} thread(s) each")
-    for name in ("", "dtype", "batch", "median", "min", "NumPy/torch", "vs loops"):
+    # np/torch: NumPy's time over PyTorch's (below 1 is faster); vs loops: the lesson's loops'
+    # time over NumPy's
+    for name in ("", "dtype", "batch", "median", "min", "np/torch", "vs loops"):
         table.add_column(name, justify="left" if name in ("", "dtype") else "right", no_wrap=True)
     names = {"lesson": "lesson loops", "numpy": "NumPy", "torch": "PyTorch"}
     order = {"lesson": 0, "numpy": 1, "torch": 2}
@@ -278,7 +280,8 @@ def print_table(doc: dict) -> None:
     console.print(table)
     t = doc["target"]
     verdict = "[green]met[/]" if t["met"] else "[red]not met[/]"
-    console.print(f"Target at batch {t['batch']}, float64 and float32: NumPy/torch <= "
+    console.print(f"np/torch = NumPy time / PyTorch time; vs loops = lesson loops / NumPy.\n"
+                  f"Target at batch {t['batch']}, float64 and float32: np/torch <= "
                   f"{t['max_ratio']:g} and >= {t['min_speedup']:g}x the loops: {verdict}")
     versions = ", ".join(f"{k} {v}" for k, v in doc["versions"].items())
     console.print(f"[dim]{versions}; malloc tuned: {doc['malloc_tuned']}[/]")
