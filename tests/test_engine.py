@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cnntui import gradcheck, lesson, model, ops, reference
-from cnntui.data import load_digits
+from cnntui.data import load_digits, zoom_bilinear
 from cnntui.trace import build_trace, trace_digit
 
 FORWARD = "x z1 a1 p1 z2 a2 p2 flat logits probs".split()
@@ -31,15 +31,36 @@ def test_lesson_input_is_digit_zero_zoomed_and_standardised():
     img = zoom(sk_digits().images[0], 3.5, order=1)
     img = (img - img.mean()) / (img.std() + 1e-5)
     x, label = load_digits().get(0)
-    np.testing.assert_array_equal(x, img[np.newaxis])
+    np.testing.assert_allclose(x, img[np.newaxis], rtol=0, atol=1e-13)
     assert label == 0
 
 
+def test_zoom_equals_scipys_for_every_digit():
+    from scipy.ndimage import zoom
+
+    raw = load_digits().raw
+    ours = zoom_bilinear(raw)
+    theirs = np.stack([zoom(img, 3.5, order=1) for img in raw])
+    assert ours.shape == (1797, 28, 28)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-13)
+
+
+def lesson_input(index: int) -> tuple[np.ndarray, int]:
+    """The lesson's own preprocessing, verbatim."""
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits as sk_digits
+
+    digits = sk_digits()
+    img = zoom(digits.images[index], 3.5, order=1)
+    img = (img - img.mean()) / (img.std() + 1e-5)
+    return img[np.newaxis, :, :], int(digits.target[index])
+
+
 def test_default_network_reproduces_the_lessons_probabilities(seed_params):
-    x, label = load_digits().get(0)
+    x, label = lesson_input(0)
     cnn = lesson.SimpleCNN()
-    expected = cnn.forward(x)
-    trace = build_trace(seed_params, x, label, index=0)
+    expected = cnn.forward(x)  # the lesson's code on the lesson's input
+    trace = trace_digit(seed_params, 0)  # ours on ours
     np.testing.assert_allclose(trace.probs, expected, rtol=0, atol=1e-12)
     assert trace.prediction == int(np.argmax(expected))
     assert trace.loss == pytest.approx(cnn.loss(expected, label), abs=1e-12)

@@ -23,13 +23,13 @@ CONV_CASES = [
 
 def lesson_conv(x, w, b, stride, padding, groups):
     """The lesson's loops per image and per group (the lesson has no groups argument)."""
-    N, C = x.shape[:2]
-    F_, Cg = w.shape[:2]
+    Cg, Fg = w.shape[1], w.shape[0] // groups
     outs = []
-    for n in range(N):
-        parts = [lesson.conv2d_multi(x[n, g * Cg:(g + 1) * Cg], w[g * (F_ // groups):(g + 1) * (F_ // groups)],
-                                     b[g * (F_ // groups):(g + 1) * (F_ // groups)], stride, padding)
-                 for g in range(groups)]
+    for n in range(x.shape[0]):
+        parts = []
+        for g in range(groups):
+            fs, cs = slice(g * Fg, (g + 1) * Fg), slice(g * Cg, (g + 1) * Cg)
+            parts.append(lesson.conv2d_multi(x[n, cs], w[fs], b[fs], stride, padding))
         outs.append(np.concatenate(parts))
     return np.stack(outs)
 
@@ -57,7 +57,8 @@ def test_conv2d_matches_lesson_and_torch(case, rng):
     dout = rng.standard_normal(out.shape)
     dx, dw, db = ops.conv2d_backward(dout, cache)
 
-    np.testing.assert_allclose(out, lesson_conv(x, w, b, stride, padding, groups), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out, lesson_conv(x, w, b, stride, padding, groups),
+                               rtol=0, atol=1e-12)
     ldx, ldw, ldb = lesson_conv_backward(dout, x, w, stride, padding, groups)
     for ours, theirs in ((dx, ldx), (dw, ldw), (db, ldb)):
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
@@ -108,7 +109,8 @@ def test_maxpool_matches_lesson_and_torch(size, stride, H, W, rng):
         lout, lidx = lesson.maxpool2d(x[n], size, stride)
         np.testing.assert_array_equal(out[n], lout)
         np.testing.assert_array_equal(cache[1][n], lidx[..., 0] * W + lidx[..., 1])
-        np.testing.assert_array_equal(dx[n], lesson.maxpool_backward(dout[n], lidx, x[n].shape, size, stride))
+        np.testing.assert_array_equal(
+            dx[n], lesson.maxpool_backward(dout[n], lidx, x[n].shape, size, stride))
     xt = torch.tensor(x, requires_grad=True)
     ot, idx = F.max_pool2d(xt, size, stride, return_indices=True)
     ot.backward(torch.tensor(dout))
