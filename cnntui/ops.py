@@ -4,10 +4,16 @@
 Every function keeps the dtype of its input (float64 by default, float32 on request) and has no
 Python loop over pixels: a convolution is one im2col copy plus one small matmul per image.
 
-Speed notes (numpy 2.x, see ``cnntui bench``): elementwise ufuncs over views with short rows are
-~3x slower than over long contiguous rows, while plain copies are not; so the stride-1 convolution
-works on images flattened with their padding, where every kernel offset is one flat shift, and
-col2im is kH*kW adds of long contiguous rows.
+Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2 cores):
+- elementwise ufuncs over views with short rows are ~3x slower than over long contiguous rows,
+  plain copies are not: so the stride-1 convolution works on images flattened with their
+  padding, where every kernel offset is one flat shift, and col2im is one sum over a strided view;
+- the im2col matrix of a whole batch does not fit in cache: the batch is convolved in chunks of
+  images whose im2col does (``CHUNK_BYTES``), and the backward pass rebuilds it chunk by chunk;
+- 2x2 max-pooling compares four corner planes instead of taking an argmax over a window axis;
+- glibc's malloc returns large temporaries to the OS after every call and page-faults them back
+  in, which can cost more than the maths: long-running callers should tune it once
+  (``cnntui.bench.tune_malloc``).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ CHUNK_BYTES = 1 << 20
 class _Geometry:
     """Sizes shared by the forward and backward pass of one convolution.
 
-    Images are stored channels first and flattened with their padding: xp (C, N*P + tail),
+    Images are stored channels first and flattened with their padding: xp (C, N*P + shift),
     P = Hp*Wp. Output (y, x) of image n for kernel offset (i, j) reads xp[c, n*P + (y*s + i)*Wp
     + x*s + j]. With stride 1 the output grid gets the row pitch Wq = Wp, so every kernel offset
     is one flat shift of the whole image; its last kW-1 columns are junk, computed and dropped.
