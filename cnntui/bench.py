@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import os
 import statistics
@@ -164,11 +165,13 @@ def _worker(impls: list[str], threads: int) -> None:
 class _Worker:
     def __init__(self, impls: list[str], threads: int) -> None:
         env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
+        # the child imports this very package, wherever it was found
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cnntui.bench", "--worker", ",".join(impls),
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.hello: dict | None = None
 
     def ask(self, msg: dict | None = None) -> dict:
         if msg is not None:
@@ -176,7 +179,7 @@ class _Worker:
             self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the benchmark worker stopped (exit {self.proc.wait()})")
+            raise OSError(f"a benchmark worker stopped (exit status {self.proc.wait()})")
         return json.loads(line)
 
     def close(self) -> None:
@@ -192,9 +195,11 @@ class _Worker:
 
 
 def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] = BATCHES,
-        with_torch: bool = True) -> dict:
+        with_torch: bool | None = None) -> dict:
     """Measure everything; returns the JSON document described in the module docstring."""
     threads = threads or 1
+    if with_torch is None:
+        with_torch = importlib.util.find_spec("torch") is not None
     configs = [("lesson", "float64", 1)]
     impls = ["numpy"] + (["torch"] if with_torch else [])
     for batch in batches:
@@ -310,4 +315,7 @@ if __name__ == "__main__":
     worker.add_argument("--worker", required=True)
     worker.add_argument("--threads", type=int, required=True)
     a = worker.parse_args()
-    _worker(a.worker.split(","), a.threads)
+    try:
+        _worker(a.worker.split(","), a.threads)
+    except (KeyboardInterrupt, BrokenPipeError):  # the parent reports it
+        sys.exit(130)
