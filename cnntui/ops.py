@@ -126,8 +126,8 @@ def conv2d_backward(dout: np.ndarray,
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
     d = np.zeros((B, F, g.H_out, g.Wq), dtype=dout.dtype)  # its junk columns stay zero
-    dwb = np.empty((N, groups, K + 1, Fg), dtype=dout.dtype)  # dw.T, then db; this way round
-    # the per-image matmul is faster for conv1's shapes
+    # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
+    dwb = np.empty((N, groups, K + 1, Fg), dtype=dout.dtype)
     w_t = w.reshape(groups, Fg, K).transpose(0, 2, 1)
     if stride == 1:
         # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
@@ -150,11 +150,10 @@ def conv2d_backward(dout: np.ndarray,
                   out=dwb[n0:n0 + n])
         if stride == 1:
             np.matmul(w_t, dn, out=dcols_out[:n])
-        if stride == 1:
             shifted = _view(dcols, g.shift, (C, kH, kW, n * P),
                             (kH * kW * R, kW * R - g.Wp, R - 1, 1))
             np.add.reduce(shifted, axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
-        else:
+        else:  # strided: col2im as kH*kW strided adds (not a path SimpleCNN takes)
             dcn = np.matmul(w_t, dn).reshape(n, C, kH, kW, g.H_out, g.W_out)
             dxn = dxp[n0:n0 + n]
             for i in range(kH):
