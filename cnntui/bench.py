@@ -130,10 +130,23 @@ def _torch_step(dtype: str, batch: int) -> Callable[[], object]:
 STEPS = {"lesson": _lesson_step, "numpy": _numpy_step, "torch": _torch_step}
 
 
+def _blas() -> str:
+    """NumPy's BLAS and the kernel it picked (OPENBLAS_CORETYPE, set on some CPUs, slows it)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    text = ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')}"
+                     .strip() for i in info) or "unknown"
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    return f"{text} (OPENBLAS_CORETYPE={core})" if core else text
+
+
 def _worker(impls: list[str], threads: int) -> None:
     """Serve measurements over stdin/stdout, one JSON object per line."""
     malloc_tuned = tune_malloc()
-    versions = {"numpy": np.__version__}
+    versions = {"numpy": np.__version__, "blas": _blas()}
     if "torch" in impls:
         import torch
 
