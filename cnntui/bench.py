@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib.util
+import itertools
 import json
 import os
 import statistics
@@ -94,10 +95,10 @@ def _lesson_step(dtype: str, batch: int) -> Callable[[], object]:
     cnn = lesson.SimpleCNN()
     for name, value in params.items():
         setattr(cnn, name, value)
-    turn = iter(range(1 << 62))
+    order = itertools.cycle(range(LESSON_IMAGES))
 
     def step() -> None:
-        i = next(turn) % LESSON_IMAGES
+        i = next(order)
         cnn.forward(x[i])
         lesson.lesson_backward(cnn, int(labels[i]))
 
