@@ -230,9 +230,9 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """max(0, x); the cache is the mask of positive inputs."""
-    mask = x > 0
-    return x * mask, mask
+    """max(0, x) as the lesson writes it (``x * mask`` would give -0.0 for negative inputs);
+    the cache is the mask of positive inputs."""
+    return np.maximum(0, x), x > 0
 
 
 def relu_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:

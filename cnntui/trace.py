@@ -23,7 +23,7 @@ TEMPLATES: dict[tuple[str, str], tuple[str, str, str | None]] = {
     ("conv", "out"): ("{out}[f,i,j] = sum({inp}[:, i:i+3, j:j+3] * {W}[f]) + {b}[f]",
                       "{out}, cache = conv2d({inp}, {W}, {b}, padding={padding})  # im2col @ W.T",
                       "conv2d_multi"),
-    ("relu", "out"): ("{out} = max(0, {inp})", "{out} = {inp} * ({inp} > 0)", None),
+    ("relu", "out"): ("{out} = max(0, {inp})", "{out} = np.maximum(0, {inp})", None),
     ("pool", "out"): ("{out}[c,i,j] = max({inp}[c, 2i:2i+2, 2j:2j+2])",
                       "{out}, cache = maxpool2d({inp}, size={size}, stride={stride})",
                       "maxpool2d"),
