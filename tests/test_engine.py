@@ -209,3 +209,11 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, seed_params, monkeypatch)
         model.save_weights(path, {k: v + 1 for k, v in seed_params.items()})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]
+
+
+def test_predict_in_batches_equals_one_pass(seed_params):
+    images = load_digits().images[:50]
+    probs = model.predict(model.SIMPLE_CNN, seed_params, images, batch_size=16)
+    one_pass = model.forward(model.SIMPLE_CNN, seed_params, images).acts["probs"]
+    np.testing.assert_allclose(probs, one_pass, rtol=0, atol=1e-15)
+    assert probs.shape == (50, 10)
