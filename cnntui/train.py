@@ -311,12 +311,14 @@ class Trainer:
         self.test_idx = np.asarray(digits.test_idx if test_idx is None else test_idx)
         self._images = digits.images
         self._labels = digits.labels
+        if len(self.train_idx) == 0 or len(self.test_idx) == 0:
+            raise ConfigError("training needs at least one training and one test digit")
         self._cast_data()
         self._params = model.cast_params(params if params is not None else arch.init_params(),
                                          config.dtype)
         self._optimizer = make_optimizer(config)
-        self._lock = threading.Lock()  # guards the pending commands and the running flag
-        self._pending: dict[str, object] = {}
+        self._lock = threading.Lock()  # guards settings, weights and history against the controls
+        self._resets = 0  # counts reset() calls, so a run notices one
         self._go = threading.Event()  # cleared while paused
         self._go.set()
         self._stop = threading.Event()
@@ -337,7 +339,13 @@ class Trainer:
 
     @property
     def config(self) -> TrainConfig:
+        """The current settings (``lr`` and ``optimizer`` change with the controls)."""
         return self._config
+
+    @property
+    def lr(self) -> float:
+        """The base learning rate; the schedule scales it (``BatchEnd.lr`` is what a batch used)."""
+        return self._config.lr
 
     @property
     def running(self) -> bool:
@@ -347,14 +355,18 @@ class Trainer:
     def paused(self) -> bool:
         return not self._go.is_set()
 
-    def params(self) -> dict[str, np.ndarray]:
-        """A copy of the current weights (each update publishes a new dict, so this is always
-        the weights between two batches, never half an update)."""
-        return {k: v.copy() for k, v in self._params.items()}
+    def params(self, dtype: str | None = None) -> dict[str, np.ndarray]:
+        """A copy of the current weights, optionally cast (the stepper wants float64). Each update
+        publishes a new dict, so this is always the weights between two batches."""
+        params = self._params
+        return {k: np.array(v, dtype=dtype or v.dtype) for k, v in params.items()}
 
-    # -- controls, callable from any thread; they act between batches --
+    # -- controls, callable from any thread --
+    # They change the settings and weights at once (so a paused screen shows the change); the run
+    # picks them up at its next batch and throws away a batch computed from reset weights.
 
     def pause(self) -> None:
+        """Pause after the current batch; ``resume`` continues, ``stop`` ends the run."""
         self._go.clear()
 
     def resume(self) -> None:
@@ -369,49 +381,44 @@ class Trainer:
         """Set the base learning rate (the schedule still scales it); returns it."""
         if not (math.isfinite(lr) and lr > 0):
             raise ConfigError("the learning rate must be a positive number")
-        self._command("lr", float(lr))
+        with self._lock:
+            self._config = replace(self._config, lr=float(lr))
         return float(lr)
 
     def scale_lr(self, factor: float) -> float:
         """Multiply the base learning rate (``2`` doubles, ``0.5`` halves); returns the new one."""
         with self._lock:
-            current = self._pending.get("lr", self._config.lr)
-        return self.set_lr(float(current) * factor)
+            lr = self._config.lr * factor
+            if not (math.isfinite(lr) and lr > 0):
+                raise ConfigError("the learning rate must be a positive number")
+            self._config = replace(self._config, lr=lr)
+        return lr
 
     def set_optimizer(self, name: str) -> None:
         """Switch to ``sgd`` or ``adam``; the new optimiser starts with empty state."""
         if name not in OPTIMIZERS:
             raise ConfigError(f"the optimiser must be one of {', '.join(OPTIMIZERS)}")
-        self._command("optimizer", name)
+        with self._lock:
+            if name != self._config.optimizer:
+                self._config = replace(self._config, optimizer=name)
+                self._optimizer = make_optimizer(self._config)
+
+    def switch_optimizer(self) -> str:
+        """Switch to the other optimiser (adam <-> sgd); returns its name."""
+        with self._lock:
+            name = OPTIMIZERS[(OPTIMIZERS.index(self._config.optimizer) + 1) % len(OPTIMIZERS)]
+        self.set_optimizer(name)
+        return name
 
     def reset(self) -> None:
-        """Back to the seed initialisation with fresh optimiser state; a running run restarts
-        at epoch 1 (after a ``Reset`` event)."""
-        self._command("reset", True)
-
-    def _command(self, key: str, value: object) -> None:
+        """Back to the seed initialisation with fresh optimiser state and no history; a running
+        run restarts at epoch 1 (after a ``Reset`` event)."""
         with self._lock:
-            self._pending[key] = value
-            if not self._running:
-                self._apply_pending()
-
-    def _apply_pending(self) -> bool:
-        """Apply queued commands (the lock is held); returns whether the weights were reset."""
-        pending, self._pending = self._pending, {}
-        if "lr" in pending:
-            self._config = replace(self._config, lr=pending["lr"])
-        if "optimizer" in pending and pending["optimizer"] != self._config.optimizer:
-            self._config = replace(self._config, optimizer=pending["optimizer"])
-            self._optimizer = make_optimizer(self._config)
-        if pending.get("reset"):
             self._params = model.cast_params(self.arch.init_params(), self._config.dtype)
             self._optimizer = make_optimizer(self._config)
-            self.epoch = 0
-            self.history = []
-            self.epoch_params = None
+            self._resets += 1
+            self.epoch, self.history, self.epoch_params = 0, [], None
             self.last_evaluation = None
-            return True
-        return False
 
     # -- evaluation and checkpoints --
 
@@ -423,22 +430,23 @@ class Trainer:
     def save(self, path: str | Path, params: dict[str, np.ndarray] | None = None,
              epoch: int | None = None) -> Path:
         """Write ``params`` (default: the current weights) atomically with their metadata: the
-        architecture, epoch, optimiser settings and their test accuracy (measured now)."""
+        architecture, epoch, optimiser settings and their test accuracy (measured now). Safe
+        while a run goes on; raises OSError if the path cannot be written."""
         params = self.params() if params is None else params
         ev = self.evaluate(params)
         return model.save_weights(
             path, params, self.arch,
             epoch=self.epoch if epoch is None else epoch,
             test_accuracy=ev.accuracy, test_loss=ev.loss, test_size=len(self.test_idx),
-            train_size=len(self.train_idx),
-            **{k: v for k, v in self._config.metadata().items()},
+            train_size=len(self.train_idx), **self._config.metadata(),
         )
 
     # -- the run --
 
     def run(self, callback: Callback | None = None) -> TrainResult:
-        """Train ``config.epochs`` epochs from the current weights; blocks until finished,
-        stopped or diverged. Events go to ``callback`` in this thread. Not re-entrant."""
+        """Train ``config.epochs`` epochs (a new schedule) from the current weights; blocks until
+        finished, stopped or diverged. Events go to ``callback`` in this thread, the last one a
+        ``RunEnd``. One run at a time."""
         with self._lock:
             if self._running:
                 raise RuntimeError("this trainer is already running")
@@ -448,20 +456,20 @@ class Trainer:
         try:
             result = self._run(emit)
         finally:
-            with self._lock:
-                self._running = False
-                self._apply_pending()
+            self._running = False
         emit(RunEnd(result))
         return result
 
     def _run(self, emit: Callback) -> TrainResult:
         started = time.perf_counter()
         paused_total = 0.0
-        self.epoch, self.history, self.epoch_params = 0, [], None
+        with self._lock:
+            self.epoch, self.history, self.epoch_params = 0, [], None
+            resets = self._resets
+            prev = self._params  # the weights before the last update: the last good ones
         n = len(self.train_idx)
         status, message = "finished", ""
         epoch = 0
-        prev = self._params  # the weights before the last update
         while epoch < self._config.epochs and status == "finished":
             cfg = self._config
             batches = -(-n // cfg.batch_size)
@@ -470,9 +478,7 @@ class Trainer:
             epoch_paused = compute = 0.0
             loss_sum = correct = seen = 0
             rate = 0.0
-            restarted = False
             for b in range(batches):
-                # between batches: pause, stop, and the commands queued meanwhile
                 if not self._go.is_set():
                     t = time.perf_counter()
                     self._go.wait()
@@ -481,17 +487,13 @@ class Trainer:
                     status = "cancelled"
                     break
                 with self._lock:
-                    restarted = self._apply_pending()
-                    cfg = self._config
-                    optimizer = self._optimizer
-                if restarted:
-                    emit(Reset())
-                    break
+                    cfg, optimizer, params = self._config, self._optimizer, self._params
+                    if self._resets != resets:
+                        break
                 t0 = time.perf_counter()
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 x = shift_images(self._x_train[idx], shifts[idx], cfg.max_shift)
                 y = self._y_train[idx]
-                params = self._params
                 p = model.loss_and_grads(self.arch, params, x, y)
                 grads = {k: p.grads["d" + k] for k in params}
                 lr = cfg.lr * cfg.lr_factor((epoch * batches + b) / (cfg.epochs * batches))
@@ -500,19 +502,23 @@ class Trainer:
                     new = optimizer.step(params, grads, lr)
                     if not all(np.isfinite(v).all() for v in new.values()):
                         new = None
+                with self._lock:
+                    if self._resets != resets:
+                        break  # reset during this batch: drop it
+                    if new is None:
+                        # these weights came from an update that overshot: go back to the ones
+                        # before it, and start the optimiser afresh (its state is poisoned)
+                        self._params = prev
+                        self._optimizer = make_optimizer(self._config)
+                    else:
+                        prev, self._params = params, new
                 if new is None:
-                    # the weights that produced the bad loss came from the last update: go back
-                    # to the ones before it, which gave a finite loss
-                    self._params = prev
-                    with self._lock:
-                        self._optimizer = make_optimizer(self._config)  # its state is poisoned
                     status = "diverged"
                     message = (f"training diverged at epoch {epoch + 1}, batch {b + 1} (loss "
                                f"{p.loss:.4g}, chance is {math.log(NUM_CLASSES):.2f}) with "
                                f"learning rate {lr:.4g}; kept the last good weights; "
                                f"try a smaller learning rate")
                     break
-                prev, self._params = params, new
                 norms = {k: float(np.sqrt(np.sum(g * g))) for k, g in grads.items()}
                 dt = time.perf_counter() - t0
                 compute += dt
@@ -523,22 +529,32 @@ class Trainer:
                 emit(BatchEnd(epoch + 1, cfg.epochs, b + 1, batches, epoch * batches + b + 1,
                               float(p.loss), lr, optimizer.name, rate, norms))
             paused_total += epoch_paused
-            if restarted:
-                epoch, prev = 0, self._params
-                continue
             if status != "finished":
                 break
-            ev = self.last_evaluation = self.evaluate()
-            self.epoch = epoch + 1
-            self.epoch_params = self.params()
-            end = EpochEnd(epoch + 1, cfg.epochs, loss_sum / seen, correct / seen, ev.loss,
-                           ev.accuracy, time.perf_counter() - epoch_start - epoch_paused,
-                           seen / compute, lr)
-            self.history.append(end)
-            emit(end)
-            epoch += 1
-        ev = self.evaluate()
-        self.last_evaluation = ev
+            end = None
+            if self._resets == resets:
+                params = self._params
+                ev = evaluate(params, self._x_test, self._y_test, self.test_idx, self.arch)
+                end = EpochEnd(epoch + 1, cfg.epochs, loss_sum / seen, correct / seen, ev.loss,
+                               ev.accuracy, time.perf_counter() - epoch_start - epoch_paused,
+                               seen / compute, lr)
+                with self._lock:
+                    if self._resets == resets:
+                        self.epoch, self.epoch_params = epoch + 1, params
+                        self.last_evaluation = ev
+                        self.history.append(end)
+                    else:
+                        end = None
+            if end is not None:
+                emit(end)
+                epoch += 1
+                continue
+            # the weights were reset: start again at epoch 1
+            with self._lock:
+                resets, prev = self._resets, self._params
+            epoch = 0
+            emit(Reset())
+        ev = self.last_evaluation = self.evaluate()
         if status == "finished":
             message = (f"trained {self.epoch} epochs: test accuracy {ev.accuracy:.2%} "
                        f"({int(ev.confusion.trace())}/{len(self.test_idx)})")

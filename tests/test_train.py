@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,10 +192,10 @@ def test_pause_resume_and_stop_from_another_thread(digits):
     def on_event(e):
         if isinstance(e, BatchEnd):
             steps.append(e.step)
-            if e.step == 2:
+            if len(steps) == 2:
                 trainer.pause()  # as the UI would, from outside; here at a known point
-            if e.step in reached:
-                reached[e.step].set()
+            if len(steps) in reached:
+                reached[len(steps)].set()
 
     results = []
     worker = threading.Thread(target=lambda: results.append(trainer.run(on_event)))
@@ -202,12 +203,55 @@ def test_pause_resume_and_stop_from_another_thread(digits):
     assert reached[2].wait(30)
     assert not reached[6].wait(0.3)  # paused: no batch runs
     assert trainer.paused and trainer.running and steps == [1, 2]
+    # controls act at once while paused: the screen shows the reset weights straight away
+    assert trainer.switch_optimizer() == "sgd" and trainer.config.optimizer == "sgd"
+    trainer.reset()
+    assert_params_equal(trainer.params(), SIMPLE_CNN.init_params())
     trainer.resume()
-    assert reached[6].wait(30)
+    assert reached[6].wait(30)  # (steps restart at 1 after the reset)
     trainer.stop()
     worker.join(30)
     assert not worker.is_alive() and not trainer.running
     assert results[0].status == "cancelled"
+    assert steps[:3] == [1, 2, 1]
+
+
+def test_controls_hammered_from_another_thread_leave_a_consistent_trainer(digits):
+    trainer = small(digits, epochs=3)
+    done = threading.Event()
+    seen = []
+
+    def ui():
+        rng = np.random.default_rng(0)
+        resets = 0
+        while not done.is_set():
+            time.sleep(0.001)  # a key press every millisecond or so
+            action = rng.integers(5)
+            if action == 0:
+                trainer.scale_lr(float(rng.choice([0.5, 2.0])))
+            elif action == 1:
+                trainer.switch_optimizer()
+            elif action == 2 and resets < 2 and rng.random() < 0.1:
+                trainer.reset()
+                resets += 1
+            elif action == 3:
+                params = trainer.params("float64")
+                seen.append(all(np.isfinite(v).all() for v in params.values()))
+            else:
+                trainer.pause()
+                trainer.resume()
+
+    thread = threading.Thread(target=ui)
+    thread.start()
+    try:
+        result = trainer.run()
+    finally:
+        done.set()
+        thread.join(30)
+    assert result.status in ("finished", "diverged")  # random lr doubling may overshoot
+    assert all(seen) and len(seen) > 10
+    assert all(np.isfinite(v).all() for v in trainer.params().values())
+    assert len(result.history) == result.epochs_completed == trainer.epoch
 
 
 def test_learning_rate_optimiser_and_reset_change_while_running(digits):
