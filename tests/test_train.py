@@ -430,3 +430,12 @@ def test_cli_ctrl_c_saves_the_last_complete_epoch(tmp_path):
     _, meta = model.load_weights(out)
     assert 2 <= meta["epoch"] < 200
     assert [p.name for p in tmp_path.iterdir()] == ["stopped.npz"]
+
+
+def test_bench_against_torch_reports_both_rates():
+    """Smoke test of ``cnntui train --bench`` (one short round; the numbers are not asserted)."""
+    from cnntui.train import bench_against_torch
+
+    report = bench_against_torch(TrainConfig(dtype="float32"), epochs=1, rounds=1, threads=1)
+    assert report["numpy_images_per_s"] > 0 and report["torch_images_per_s"] > 0
+    assert report["threads"] == 1 and len(report["samples"]["torch"]) == 1
