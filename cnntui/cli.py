@@ -91,6 +91,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="compare training images/s with PyTorch for these settings, then exit")
     p.add_argument("--bench-epochs", type=int, default=3, metavar="E",
                    help="epochs per --bench measurement (default 3)")
+    p.add_argument("--bench-threads", type=int, metavar="T",
+                   help="threads for both sides of --bench (default: all cores)")
 
 
 def main(argv: list[str] | None = None) -> int:
