@@ -728,6 +728,8 @@ def main(args: argparse.Namespace) -> int:
                                      threads=args.bench_threads)
         return _print_bench(report, args.json, Console())
     params, _ = model.weights_from(args.weights)
+    if args.out:
+        _check_writable(Path(args.out))
     digits = load_digits()
     train_idx = digits.train_idx
     if args.train_limit is not None:
@@ -772,6 +774,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"cnntui: {result.message}", file=sys.stderr)
         return 1
     return 130 if result.status == "cancelled" else 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before training, not after it, when ``--out`` cannot be written."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {path}: {e.strerror or e}") from None
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a directory; give a file name such as {path}/w.npz")
 
 
 def _run_with_progress(trainer: Trainer, console: Console) -> TrainResult:

@@ -391,6 +391,7 @@ def test_cli_train_prints_the_table_and_confusion_matrix():
     (["--optimizer", "rmsprop"], 2, "invalid choice"),
     (["--epochs", "many"], 2, "invalid int value"),
     (["--lr", "-1"], 1, "--lr must be a positive number"),
+    (["--out", "/proc/no/such/w.npz"], 1, "cannot write --out"),
     (["--lr", "10", "--epochs", "1", "--batch-size", "16"], 1, "diverged"),
 ])
 def test_cli_train_bad_input_gives_one_sentence_and_no_traceback(args, status, words):
