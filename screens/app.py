@@ -1,7 +1,7 @@
 """The cnntui App: state (weights, digit, trace, current step), global keys, background work.
 
-Screens: the stepper (default), the digit picker, help. A training screen (issue 4) plugs in
-next to them: a ``t`` binding in ``CnnApp.BINDINGS`` and an ``action_train`` that pushes it.
+Screens: the stepper (default), the digit picker, help, and the training screen (``t``), which
+trains in a thread worker and hands the trained weights back to the stepper.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from textual.screen import Screen
 from cnntui import model
 from cnntui.data import load_digits
 from cnntui.trace import Step, Trace, trace_digit
+from cnntui.train import TrainConfig, Trainer
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
 from screens.help import HelpScreen
 from screens.picker import PickerScreen
 from screens.stepper import StepperScreen
+from screens.training import SaveWeightsScreen, TrainingScreen
 
 REFERENCE_MODES = ("thread", "sync", "off")
 COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
@@ -49,7 +52,8 @@ def _no_color_env(on: bool):
 class CnnApp(App[int]):
     """Walk one digit through SimpleCNN's forward and backward pass."""
 
-    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
+    CSS_PATH = [str(Path(__file__).with_name(n))  # absolute: subclasses live elsewhere
+                for n in ("app.tcss", "training.tcss")]
     TITLE = "cnntui"
     HORIZONTAL_BREAKPOINTS = [(0, "-tiny-w"), (60, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-tiny-h"), (20, "-short"), (30, "-tall")]
@@ -60,12 +64,14 @@ class CnnApp(App[int]):
         Binding("q", "quit", "quit", id="quit", tooltip="Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit_now"),
         Binding("ctrl+s", "screenshot", "Save SVG screenshot", show=False, id="screenshot"),
-        # issue 4: Binding("t", "train", "Train", id="train") opens screens/training.py
+        Binding("t", "train", "train", id="train",
+                tooltip="Open the training screen (Esc there comes back with the trained weights)"),
     ]
 
     def __init__(self, params: dict[str, np.ndarray], weights_desc: str = "seed", *,
                  index: int = 0, color: str = "auto", reference: str = "thread",
-                 predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None):
+                 predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
+                 trainer_factory: Callable[[], Trainer] | None = None):
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
         self.color_mode = detect_mode() if color == "auto" else color
@@ -90,6 +96,10 @@ class CnnApp(App[int]):
         self._predicting = False
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
         self.stepper = StepperScreen()
+        # the training screen's trainer; by default the full split from the seed initialisation
+        self.trainer_factory = trainer_factory or (
+            lambda: Trainer(TrainConfig(), digits=self.digits))
+        self.training: TrainingScreen | None = None
         if reference == "sync":
             self._attach_now()
         if predictions == "sync":
@@ -120,6 +130,20 @@ class CnnApp(App[int]):
         elif self.reference_mode == "thread" and self.reference_state == "ready":
             self._start_reference()
         self.stepper.new_trace()
+
+    def set_weights(self, params: dict[str, np.ndarray], desc: str,
+                    index: int | None = None) -> None:
+        """Show ``params`` (named ``desc`` in the header) at the same step, on digit ``index``
+        (default: the current one); the picker's predictions are recomputed."""
+        self.params = params
+        self.weights_desc = desc
+        self.predictions = self.confidences = None
+        self._predicting = False
+        self.set_digit(self.index if index is None else index)
+        if self.predictions_mode == "sync":
+            self._store_predictions(*self._compute_predictions())
+        elif self.predictions_mode == "thread" and self.reference_state != "loading":
+            self.ensure_predictions()
 
     def stepper_action(self, name: str) -> None:
         getattr(self.stepper, f"action_{name}")()
@@ -167,10 +191,12 @@ class CnnApp(App[int]):
 
     # ---- predictions for the picker ---------------------------------------------------------
 
-    def _compute_predictions(self) -> tuple[np.ndarray, np.ndarray]:
+    def _compute_predictions(self, params: dict[str, np.ndarray] | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
         images = self.digits.images
+        params = self.params if params is None else params
         probs = np.concatenate([
-            model.forward(model.SIMPLE_CNN, self.params, images[i: i + PREDICT_BATCH])
+            model.forward(model.SIMPLE_CNN, params, images[i: i + PREDICT_BATCH])
             .acts["probs"] for i in range(0, len(images), PREDICT_BATCH)])
         return probs.argmax(axis=1), probs.max(axis=1)
 
@@ -187,10 +213,12 @@ class CnnApp(App[int]):
             self._store_predictions(*self._compute_predictions())
             return
         self._predicting = True
+        params = self.params
 
         def work() -> None:
-            result = self._compute_predictions()
-            self.call_from_thread(self._store_predictions, *result)
+            result = self._compute_predictions(params)
+            if params is self.params:  # not replaced by trained weights meanwhile
+                self.call_from_thread(self._store_predictions, *result)
 
         self.run_worker(work, thread=True, group="predictions", exit_on_error=False)
 
@@ -206,12 +234,40 @@ class CnnApp(App[int]):
 
         self.push_screen(PickerScreen(self.index), chosen)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "train":  # only the stepper opens it (hidden from the training footer)
+            return isinstance(self.screen, StepperScreen)
+        return True
+
+    def action_train(self) -> None:
+        if not isinstance(self.screen, StepperScreen):
+            return
+        if self.stepper.playing:
+            self.stepper.action_play()
+        if self.training is None:
+            self.training = TrainingScreen(self.trainer_factory)
+            self.install_screen(self.training, name="training")
+        self.push_screen("training")
+
+    def leave_training(self, weights: tuple[dict[str, np.ndarray], str] | None,
+                       index: int | None = None) -> None:
+        """Back from the training screen: the stepper takes the trained weights (if they
+        changed) and opens digit ``index`` if one was chosen there."""
+        if isinstance(self.screen, TrainingScreen):
+            self.pop_screen()
+        if weights is not None:
+            self.set_weights(*weights, index=index)
+        elif index is not None:
+            self.set_digit(index)
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
             return
         self.push_screen(HelpScreen([
             ("Stepper", StepperScreen.BINDINGS),
+            ("Training (t)", TrainingScreen.BINDINGS),
+            ("Save dialog (w)", SaveWeightsScreen.BINDINGS),
             ("Everywhere", [*CnnApp.BINDINGS,
                             Binding("ctrl+p", "command_palette",
                                     "command palette: go to step, open digit N, all actions")]),

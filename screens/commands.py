@@ -1,4 +1,5 @@
-"""Command palette (ctrl+p): the same actions as the keys, plus "go to step" and "open digit N"."""
+"""Command palette (ctrl+p): the same actions as the keys, plus "go to step" and "open digit N".
+On the training screen it lists the training actions instead of the stepper's."""
 
 from __future__ import annotations
 
@@ -10,13 +11,35 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 if TYPE_CHECKING:
     from screens.app import CnnApp
+    from screens.training import TrainingScreen
 
 
 class CnnCommands(Provider):
     """Actions of the stepper by name."""
 
-    def _commands(self) -> list[tuple[str, object, str]]:
+    def _training_commands(self, screen: TrainingScreen) -> list[tuple[str, object, str]]:
         app: CnnApp = self.app  # type: ignore[assignment]
+        run = partial(app.run_action, default_namespace=screen)
+        return [
+            ("Training: start / pause / resume", partial(run, "toggle"), "space"),
+            ("Training: stop the run", partial(run, "stop"), "x"),
+            ("Training: double the learning rate", partial(run, "lr(2.0)"), "+"),
+            ("Training: halve the learning rate", partial(run, "lr(0.5)"), "-"),
+            ("Training: switch optimiser (Adam / SGD)", partial(run, "optimizer"), "o"),
+            ("Training: save the weights...", partial(run, "save"), "w"),
+            ("Training: reset to the seed initialisation", partial(run, "reset"), "r"),
+            ("Training: show results / live view", partial(run, "view"), "v"),
+            ("Back to the stepper with the trained weights", partial(run, "back"), "Esc"),
+            ("Help: all keys", app.action_help, "? F1"),
+            ("Quit", app.action_quit, "q ctrl+q"),
+        ]
+
+    def _commands(self) -> list[tuple[str, object, str]]:
+        from screens.training import TrainingScreen
+
+        app: CnnApp = self.app  # type: ignore[assignment]
+        if isinstance(self.screen, TrainingScreen):
+            return self._training_commands(self.screen)
         cmds: list[tuple[str, object, str]] = [
             ("Choose digit...", app.action_pick, "open the digit picker (d)"),
             ("Next digit", partial(app.set_digit, app.index + 1), "]"),
@@ -29,6 +52,7 @@ class CnnCommands(Provider):
              partial(app.stepper_action, "scale"), "s"),
             ("Toggle values table", partial(app.stepper_action, "values"), "v"),
             ("Toggle |grad| log view", partial(app.stepper_action, "magnitude"), "a"),
+            ("Train the network (training screen)", app.action_train, "t"),
             ("Save screenshot (SVG)", app.action_screenshot, "ctrl+s"),
             ("Help: all keys", app.action_help, "? F1"),
             ("Quit", app.action_quit, "q ctrl+q"),
@@ -44,10 +68,12 @@ class CnnCommands(Provider):
             yield DiscoveryHit(name, callback, help=help_text)  # type: ignore[arg-type]
 
     async def search(self, query: str) -> Hits:
+        from screens.training import TrainingScreen
+
         app: CnnApp = self.app  # type: ignore[assignment]
         matcher = self.matcher(query)
         number = re.search(r"\d+", query)
-        if number:
+        if number and not isinstance(self.screen, TrainingScreen):
             index = int(number.group())
             if 0 <= index < len(app.digits.labels):
                 name = f"Open digit #{index} (label {int(app.digits.labels[index])})"
