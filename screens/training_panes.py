@@ -116,8 +116,9 @@ def loss_text(feed: Feed) -> Text:
     """The line above the sparkline: current value and minimum of the per-batch loss."""
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append("loss", "bold")
+    t.append(" per batch (log)", KEY_STYLE)
     if not feed.losses:
-        t.append(" per batch, log scale: no batches yet, space starts training", KEY_STYLE)
+        t.append("  no batches yet: space starts training", KEY_STYLE)
         return t
     losses = feed.losses
     n = len(losses)
@@ -129,7 +130,6 @@ def loss_text(feed: Feed) -> Text:
     t.append(f" @{low + 1}", KEY_STYLE)
     t.append("  first ", KEY_STYLE)
     t.append(f"{losses[0]:.3f}")
-    t.append("  per batch, log scale", KEY_STYLE)
     return t
 
 
