@@ -168,14 +168,25 @@ def lesson_backward(cnn: SimpleCNN, label: int) -> dict[str, np.ndarray]:
     return g
 
 
-def lesson_tensors(params: dict[str, np.ndarray], x: np.ndarray,
-                   label: int) -> dict[str, np.ndarray]:
+def lesson_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
+                   pool_choices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every forward and backward tensor of the trace computed by the lesson's loops, for any
-    SimpleCNN weights (the lesson's class with its parameters replaced)."""
+    SimpleCNN weights (the lesson's class with its parameters replaced), and each pool's
+    argmax as ``argmax:pool1`` / ``argmax:pool2`` (flat indices row * W + col).
+
+    ``pool_choices`` (pool1/pool2 -> flat argmax) replaces the loops' own choices before the
+    backward pass: how to compare with a pass that broke a tie between equal maxima otherwise."""
     cnn = SimpleCNN()
     for name, value in params.items():
         setattr(cnn, name, np.asarray(value, dtype=np.float64))
     cnn.forward(np.asarray(x, dtype=np.float64))
     forward = {name: getattr(cnn, name)
                for name in ("x", "z1", "a1", "p1", "z2", "a2", "p2", "flat", "logits", "probs")}
+    for layer, attr, source in (("pool1", "p1_idx", cnn.a1), ("pool2", "p2_idx", cnn.a2)):
+        W = source.shape[-1]
+        if pool_choices and layer in pool_choices:
+            rows, cols = np.divmod(np.asarray(pool_choices[layer]), W)
+            setattr(cnn, attr, np.stack([rows, cols], axis=-1))
+        idx = getattr(cnn, attr)
+        forward["argmax:" + layer] = idx[..., 0] * W + idx[..., 1]
     return {**forward, **lesson_backward(cnn, label)}

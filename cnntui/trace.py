@@ -72,6 +72,8 @@ class Step:
     torch_value: np.ndarray | None = None
     torch_max_abs_diff: float | None = None
     torch_max_rel_err: float | None = None  # max |diff| / max |torch value|
+    torch_tolerance: float | None = None  # the largest torch_max_rel_err that counts as agreeing
+    torch_note: str = ""  # e.g. that PyTorch's max-pool broke a tie the other way
 
     @property
     def signed(self) -> bool:

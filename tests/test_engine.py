@@ -217,3 +217,74 @@ def test_predict_in_batches_equals_one_pass(seed_params):
     one_pass = model.forward(model.SIMPLE_CNN, seed_params, images).acts["probs"]
     np.testing.assert_allclose(probs, one_pass, rtol=0, atol=1e-15)
     assert probs.shape == (50, 10)
+
+
+@pytest.fixture(scope="module")
+def pretrained_params():
+    return model.weights_from("pretrained")[0]
+
+
+def test_a_sure_network_still_agrees_everywhere(pretrained_params):
+    """With trained weights digit 7 gets p = 1 - 1e-10: PyTorch's p - 1 keeps ~6 digits, which
+    every backward tensor inherits; the verdicts allow for that and still catch a 1% error."""
+    trace = trace_digit(pretrained_params, 7, weights="pretrained")
+    assert trace.confidence > 1 - 1e-6
+    reference.attach(trace)
+    assert all(reference.verdict(s).ok for s in trace.steps)
+    assert trace["dx"].torch_tolerance > reference.TOLERANCE["float64"]
+    step = trace["dz1"]
+    step.torch_max_abs_diff, step.torch_max_rel_err = reference.compare(
+        step.value * 1.01, step.torch_value)
+    assert reference.verdict(step).ok is False
+    x, label = load_digits().get(7)
+    for r in gradcheck.gradcheck(pretrained_params, x, label):
+        assert r.max_rel_error < 1e-6, r
+
+
+def test_stable_cross_entropy_matches_the_plain_formula():
+    logits = np.array([3.0, -1.0, 0.5])
+    for label in range(3):
+        plain = -np.log(ops.softmax(logits)[label])
+        assert gradcheck.cross_entropy(logits, label) == pytest.approx(plain, rel=1e-14)
+    sure = np.array([30.0, 0.0, 0.0])  # loss = log(1 + 2 e^-30) ~ 1.9e-13, all digits kept
+    assert gradcheck.cross_entropy(sure, 0) == pytest.approx(2 * np.exp(-30.0), rel=1e-12)
+
+
+def test_tie_breaks_tells_a_tie_from_a_real_difference(seed_params):
+    trace = trace_digit(seed_params, 0)
+    ours = reference.pool_choices(trace)
+    a1 = trace["a1"].value.reshape(4, -1)
+    argmax = ours["pool1"].reshape(4, -1)
+    window_values = np.take_along_axis(a1, argmax, 1)
+    c, k = np.argwhere(window_values == 0)[0]  # a window of ReLU zeros: four equal maxima
+    tied = {**ours, "pool1": ours["pool1"].copy()}
+    tied["pool1"].reshape(4, -1)[c, k] += 1  # the cell to its right: also zero
+    assert reference.tie_breaks(trace, tied, 1e-10) == {"pool1": 1}
+    c, k = np.argwhere(window_values > 0.5)[0]  # a window with a clear maximum
+    wrong = {**ours, "pool1": ours["pool1"].copy()}
+    row, col = divmod(int(argmax[c, k]), 28)
+    cells = [(row // 2 * 2 + i) * 28 + col // 2 * 2 + j for i in (0, 1) for j in (0, 1)]
+    choice = next(cell for cell in cells if a1[c, cell] < window_values[c, k] - 1e-3)
+    wrong["pool1"].reshape(4, -1)[c, k] = choice
+    assert reference.tie_breaks(trace, wrong, 1e-10) == {}
+    assert reference.tie_breaks(trace, ours, 1e-10) == {}
+
+
+def test_pool_choices_are_honoured_by_torch_and_the_loops(seed_params):
+    trace = trace_digit(seed_params, 4)
+    x, label = trace["x"].value, trace.label
+    chosen = reference.pool_choices(trace)
+    swapped = {**chosen, "pool2": chosen["pool2"].copy()}
+    flat = swapped["pool2"].reshape(8, -1)
+    a2 = trace["a2"].value.reshape(8, -1)
+    c, k = np.argwhere(np.take_along_axis(a2, flat, 1) > 0)[0]
+    flat[c, k] ^= 1  # the horizontal neighbour in the same 2x2 window
+    for run in (lambda pc: reference.torch_tensors(trace["z1"].params | trace["z2"].params
+                                                   | trace["logits"].params, x, label,
+                                                   pool_choices=pc),
+                lambda pc: lesson.lesson_tensors(seed_params, x, label, pool_choices=pc)):
+        same, moved = run(chosen), run(swapped)
+        np.testing.assert_array_equal(same["argmax:pool2"], chosen["pool2"])
+        np.testing.assert_array_equal(moved["argmax:pool2"], swapped["pool2"])
+        np.testing.assert_allclose(same["da2"], trace["da2"].value, atol=1e-12)
+        assert not np.allclose(moved["da2"], trace["da2"].value)

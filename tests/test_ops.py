@@ -183,3 +183,13 @@ def test_softmax_of_huge_logits_is_finite():
     # the wrong class: exp(-1000) underflows to 0, and the lesson's 1e-15 keeps the log finite
     loss, _, _ = ops.softmax_cross_entropy(np.array([[1000.0, 0.0, 0.0]]), np.array([1]))
     assert loss == pytest.approx(-np.log(1e-15))
+
+
+def test_dlogits_keeps_its_precision_when_the_network_is_sure():
+    logits = np.array([[25.0, 0.0, 0.0]])
+    _, probs, dlogits = ops.softmax_cross_entropy(logits, np.array([0]))
+    tail = np.exp(-25.0) / (1 + 2 * np.exp(-25.0))
+    # p - 1 computed by subtraction keeps only ~5 digits of -2*tail; ours keeps all of them
+    assert dlogits[0, 0] == pytest.approx(-2 * tail, rel=1e-14)
+    assert abs((probs[0, 0] - 1) / (-2 * tail) - 1) > 1e-10
+    assert dlogits.sum() == pytest.approx(0.0, abs=1e-25)
