@@ -288,3 +288,14 @@ def test_pool_choices_are_honoured_by_torch_and_the_loops(seed_params):
         np.testing.assert_array_equal(moved["argmax:pool2"], swapped["pool2"])
         np.testing.assert_allclose(same["da2"], trace["da2"].value, atol=1e-12)
         assert not np.allclose(moved["da2"], trace["da2"].value)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_trained_network_agrees_on_many_digits(pretrained_params, dtype):
+    """A sweep: sure predictions and pooling ties (digits 126, 210, 456 have had them) included."""
+    for index in [*range(0, 1797, 61), 126, 210, 456]:
+        trace = trace_digit(pretrained_params, index, dtype=dtype)
+        reference.attach(trace)
+        bad = [(s.name, reference.verdict(s).text) for s in trace.steps
+               if not reference.verdict(s).ok]
+        assert not bad, (index, bad)
