@@ -48,7 +48,7 @@ POLL_INTERVAL = 1 / 20  # the screen redraws at most this often while training
 # one core; a frame that would exceed it waits. The trainer's Python code needs the same GIL, so
 # this is what keeps training throughput near the headless trainer's on a slow machine, where
 # the screen then updates a few times a second instead of 20.
-UI_SHARE = 0.12
+UI_SHARE = 0.10
 SLOW_INTERVAL = 0.5  # seconds between redraws of the filters and gradient norms while training
 DEFAULT_SAVE_PATH = "cnntui-weights.npz"
 LR_GROUP = Binding.Group("lr", compact=True)
