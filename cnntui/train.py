@@ -745,9 +745,10 @@ def main(args: argparse.Namespace) -> int:
         trainer.stop()
         console.print("[yellow]stopping after this batch (Ctrl-C again to quit at once)")
 
+    batch_losses: list[float] = []  # for --json
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        result = _run_with_progress(trainer, console)
+        result = _run_with_progress(trainer, console, batch_losses)
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -761,7 +762,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             note = f"; no epoch completed, so nothing was written to {args.out}"
     if args.json:
-        doc = {"config": config.metadata(), **result.to_json(),
+        doc = {"config": config.metadata(), **result.to_json(), "batch_losses": batch_losses,
                "saved": None if saved is None else str(saved)}
         print(json.dumps(doc, indent=2))
     else:
@@ -790,7 +791,8 @@ def _check_writable(path: Path) -> None:
         raise ConfigError(f"--out {path} is a directory; give a file name such as {path}/w.npz")
 
 
-def _run_with_progress(trainer: Trainer, console: Console) -> TrainResult:
+def _run_with_progress(trainer: Trainer, console: Console,
+                       batch_losses: list[float]) -> TrainResult:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -819,6 +821,7 @@ def _run_with_progress(trainer: Trainer, console: Console) -> TrainResult:
 
         def on_event(event: Event) -> None:
             if isinstance(event, BatchEnd):
+                batch_losses.append(event.loss)
                 running[0] = event.loss if event.step == 1 else 0.9 * running[0] + 0.1 * event.loss
                 progress.update(task, completed=event.step, loss=f"{running[0]:.4f}",
                                 description=f"epoch {event.epoch}/{event.epochs}",
@@ -830,6 +833,7 @@ def _run_with_progress(trainer: Trainer, console: Console) -> TrainResult:
                     f"{event.seconds:>7.2f} {event.images_per_s:>7,.0f}")
             elif isinstance(event, Reset):
                 progress.update(task, completed=0)
+                batch_losses.clear()
 
         return trainer.run(on_event)
 

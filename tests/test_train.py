@@ -374,7 +374,7 @@ def test_cli_train_tiny_run_with_json_and_out(tmp_path):
     assert doc["status"] == "finished" and len(doc["history"]) == 2
     assert doc["config"]["optimizer"] == "sgd" and doc["config"]["augment"] is False
     assert doc["config"]["dtype"] == "float32" and doc["saved"] == str(out)
-    assert np.array(doc["confusion"]).shape == (10, 10)
+    assert np.array(doc["confusion"]).shape == (10, 10) and len(doc["batch_losses"]) == 2 * 4
     _, meta = model.load_weights(out)
     assert meta["epoch"] == 2 and meta["test_accuracy"] == pytest.approx(doc["test_accuracy"])
 
