@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cnntui import model
+from cnntui import model, ops
 from cnntui.data import Digits, load_digits
 from cnntui.model import SIMPLE_CNN, Architecture
 
@@ -74,7 +74,7 @@ class TrainConfig:
         need(math.isfinite(self.lr) and self.lr > 0, "--lr must be a positive number")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              "--weight-decay must be zero or positive")
-        need(0 <= self.momentum < 1, "momentum must be in [0, 1)")
+        need(0 <= self.momentum < 1, "--momentum must be in [0, 1)")
         need(self.optimizer in OPTIMIZERS, f"the optimiser must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, f"the schedule must be one of {', '.join(SCHEDULES)}")
         need(self.dtype in DTYPES, f"the dtype must be one of {', '.join(DTYPES)}")
@@ -286,7 +286,7 @@ def evaluate(params: dict[str, np.ndarray], x: np.ndarray, labels: np.ndarray,
     probs = np.concatenate([model.forward(arch, params, x[i:i + chunk]).acts["probs"]
                             for i in range(0, len(x), chunk)])
     picked = probs[np.arange(len(x)), labels]
-    loss = float(np.mean(-np.log(picked + 1e-15)))
+    loss = float(np.mean(-np.log(picked + ops.LOG_EPS)))  # the lesson's loss
     predicted = probs.argmax(axis=1)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
