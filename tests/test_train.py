@@ -351,7 +351,8 @@ def test_shipped_weights_score_what_the_readme_states(digits):
     result = Trainer(TrainConfig(), params=params, digits=digits).evaluate()
     assert result.accuracy >= 0.985
     assert meta["test_accuracy"] == pytest.approx(result.accuracy, abs=1e-12)
-    assert readme_training_accuracy() == pytest.approx(result.accuracy, abs=5e-5)
+    # the README rounds to 0.01%: at most 5e-5 away
+    assert readme_training_accuracy() == pytest.approx(result.accuracy, abs=5e-5 + 1e-12)
     assert model.weights_from("pretrained")[1] == "pretrained"
 
 
