@@ -356,10 +356,15 @@ async def test_the_screen_redraws_at_most_20_times_a_second(pretrained, monkeypa
         await wait_for(pilot, lambda: len(screen.feed.losses) >= 2)
         draws.clear()
         n0 = len(screen.feed.losses)
-        await asyncio.sleep(1.0)  # not pilot.pause: its waiting would use the UI's frame budget
+        t0 = time.perf_counter()
+        # not pilot.pause: its waiting would use the UI's frame budget
+        while len(draws) < 5 and time.perf_counter() - t0 < 30:
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - t0
         batches = len(screen.feed.losses) - n0
-        assert 1 <= len(draws) <= 21  # at most 20 frames a second (fewer when drawing is slow)
-        assert batches > len(draws)  # several batches per redraw: updates replace each other
+        assert draws, "no frame drawn while training"
+        assert len(draws) <= 20 * elapsed + 1  # at most 20 frames a second
+        assert batches > len(draws)  # several batches per frame: updates replace each other
         await pilot.press("x")
         await wait_for(pilot, lambda: not screen.active)
 
