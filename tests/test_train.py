@@ -137,6 +137,8 @@ def test_shifts_move_each_image_and_fill_with_its_background(rng):
     dict(optimizer="sgd", momentum=0.0, augment=False, schedule="constant", lr=0.05),
     # and the defaults (Adam, cosine schedule, shifts) with weight decay
     dict(weight_decay=0.01),
+    # and SGD with momentum, weight decay and the step schedule (it steps within the epoch)
+    dict(optimizer="sgd", lr=0.05, weight_decay=1e-3, schedule="step"),
 ])
 def test_numpy_training_matches_pytorch_for_an_epoch(digits, changes):
     """One full epoch of the training split (23 batches of 64) in float64, from the seed init."""
@@ -149,6 +151,23 @@ def test_numpy_training_matches_pytorch_for_an_epoch(digits, changes):
     for k in ours:
         np.testing.assert_allclose(ours[k], theirs[k], rtol=0, atol=1e-10, err_msg=k)
         assert not np.allclose(ours[k], SIMPLE_CNN.init_params()[k])  # it did train
+
+
+def test_schedules():
+    cosine, step, constant = (TrainConfig(schedule=name) for name in ("cosine", "step", "constant"))
+    assert [cosine.lr_factor(t) for t in (0, 0.5, 1)] == pytest.approx([1, 0.5, 0])
+    assert [step.lr_factor(t) for t in (0, 0.49, 0.5, 0.74, 0.75, 1)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert constant.lr_factor(0.7) == 1
+
+
+def test_batch_lr_follows_the_schedule(digits):
+    trainer = small(digits, epochs=2, lr=0.004)
+    lrs = []
+    trainer.run(lambda e: isinstance(e, BatchEnd) and lrs.append((e.step, e.batches, e.lr)))
+    total = 2 * lrs[0][1]
+    for step, _, lr in lrs:
+        assert lr == pytest.approx(0.004 * 0.5 * (1 + math.cos(math.pi * (step - 1) / total)))
 
 
 # ---- divergence and the controls --------------------------------------------------------------
