@@ -31,7 +31,6 @@ JSON document (``--json``)::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import itertools
 import json
@@ -44,6 +43,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cnntui import ops
+
 BATCHES = (1, 64, 256)
 DTYPES = ("float64", "float32")
 MAX_BATCH = 1797
@@ -51,20 +52,6 @@ LESSON_IMAGES = 2  # the loops take ~30 ms per image
 ROUND_SECONDS = 0.03
 TARGET_BATCH, TARGET_RATIO, TARGET_SPEEDUP = 64, 1.0, 500.0
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def tune_malloc() -> bool:
-    """Keep freed memory in the process (glibc only): no mmap for blocks under 32 MiB (glibc's
-    maximum) and no trimming, so the next call reuses pages instead of faulting them in."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-        ok &= libc.mallopt(M_TOP_PAD, 64 << 20)
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
 
 
 # ---- the workers ------------------------------------------------------------------------------
@@ -146,7 +133,7 @@ def _blas() -> str:
 
 def _worker(impls: list[str], threads: int) -> None:
     """Serve measurements over stdin/stdout, one JSON object per line."""
-    malloc_tuned = tune_malloc()
+    malloc_tuned = ops.tune_malloc()
     versions = {"numpy": np.__version__, "blas": _blas()}
     if "torch" in impls:
         import torch

@@ -115,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return train.main(args)
         raise UserError(f"unknown command {args.command}")
-    except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
-        print(f"cnntui: {e}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # `cnntui trace | head`: the reader has gone, nothing to report
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
+    except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
+        print(f"cnntui: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130

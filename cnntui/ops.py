@@ -13,10 +13,12 @@ Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2
 - 2x2 max-pooling compares four corner planes instead of taking an argmax over a window axis;
 - glibc's malloc returns large temporaries to the OS after every call and page-faults them back
   in, which can cost more than the maths: long-running callers should tune it once
-  (``cnntui.bench.tune_malloc``).
+  (``tune_malloc`` below).
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -277,3 +279,17 @@ def softmax_cross_entropy(logits: np.ndarray,
     dlogits[rows, labels] = -dlogits.sum(axis=1)
     dlogits /= N
     return loss, probs, dlogits
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the process (glibc only): no mmap for blocks under 32 MiB (glibc's
+    maximum) and no trimming, so the next call reuses pages instead of faulting them in."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        ok &= libc.mallopt(M_TOP_PAD, 64 << 20)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False

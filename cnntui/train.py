@@ -465,7 +465,7 @@ class Trainer:
             self._running = True
             self._stop.clear()
         emit = callback or (lambda event: None)
-        from cnntui.bench import tune_malloc
+        from cnntui.ops import tune_malloc
 
         tune_malloc()  # ops.py: long-running callers should keep freed memory (~10% faster here)
         try:
@@ -640,7 +640,7 @@ def _bench_worker(framework: str, config: dict, epochs: int, threads: int | None
     """One side of ``bench_against_torch``, in its own process; prints images/s."""
     import json
 
-    from cnntui.bench import tune_malloc
+    from cnntui.ops import tune_malloc
 
     tune_malloc()  # as Trainer.run does; glibc's malloc serves PyTorch's CPU tensors too
     cfg = TrainConfig(**{**config, "betas": tuple(config["betas"]), "epochs": epochs})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnntui import bench
+from cnntui import bench, ops
 from cnntui.model import SIMPLE_CNN, loss_and_grads
 
 BATCH = 64
@@ -25,7 +25,7 @@ def _fair_setup():
     without which every call page-faults its temporaries back in."""
     from threadpoolctl import threadpool_limits
 
-    bench.tune_malloc()
+    ops.tune_malloc()
     torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
