@@ -299,12 +299,12 @@ class TrainingScreen(Screen):
         self.set_text("#t-epoch-info", tp.progress_epoch_text(feed, epochs))
         self.set_text("#t-batch-info",
                       tp.progress_batch_text(feed, cfg.batch_size, n_train, self.state))
+        rows = self.query_one("#t-epochs").size.height or 6
+        self.set_text("#t-epochs", tp.epochs_text(feed, rows))  # repaints once an epoch
         now = time.perf_counter()
         if not full and now - self._slow_at < SLOW_INTERVAL:
             return
         self._slow_at = now
-        rows = self.query_one("#t-epochs").size.height or 6
-        self.set_text("#t-epochs", tp.epochs_text(feed, rows))
         width = self.query_one("#t-grads").size.width or 34
         self.set_text("#t-grads", tp.grads_text(feed, width - 1))
         self.draw_filters()
@@ -355,11 +355,10 @@ class TrainingScreen(Screen):
         text = f"epoch {self.epochs_trained}"
         b = self.feed.batch
         if b is not None and b.batch < b.batches and self.result is not None \
-                and self.result.status != "finished":
+                and self.result.status != "finished" and b.epoch > self.result.epochs_completed:
             # stopped inside an epoch: the batches after the last complete one count too
-            done = self.result.epochs_completed
-            if b.epoch > done:
-                text += f" + {b.batch} batches"
+            batches = f"{b.batch} batch{'es' if b.batch != 1 else ''}"
+            text = f"{text} + {batches}" if self.epochs_trained else batches
         ev = self.trainer.last_evaluation
         if ev is not None:
             text += f", {ev.accuracy:.1%} test"
@@ -478,7 +477,7 @@ class TrainingScreen(Screen):
             self.notify(f"could not save the weights to {path}: {reason}", severity="error",
                         timeout=8)
             return
-        self.notify(f"weights saved to {saved}", timeout=6)
+        self.notify(f"weights saved to {Path(saved).resolve()}", timeout=6)
 
     async def action_back(self) -> None:
         await self.leave()
