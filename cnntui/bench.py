@@ -97,6 +97,9 @@ def _torch_step(dtype: str, batch: int) -> Callable[[], object]:
     import torch
     import torch.nn.functional as F
 
+    from cnntui.model import SIMPLE_CNN
+    from cnntui.reference import torch_logits
+
     params, x, labels = _inputs(batch, dtype)
     tdtype = getattr(torch, dtype)
     p = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
@@ -107,10 +110,7 @@ def _torch_step(dtype: str, batch: int) -> Callable[[], object]:
     def step() -> None:
         for t in leaves:
             t.grad = None
-        h = F.max_pool2d(F.relu(F.conv2d(xt, p["W1"], p["b1"], padding=1)), 2)
-        h = F.max_pool2d(F.relu(F.conv2d(h, p["W2"], p["b2"], padding=1)), 2)
-        logits = h.flatten(1) @ p["W3"] + p["b3"]
-        F.cross_entropy(logits, yt).backward()
+        F.cross_entropy(torch_logits(SIMPLE_CNN, p, xt), yt).backward()
 
     return step
 

@@ -23,6 +23,49 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 INHERITED_MARGIN = 10.0
 
 
+def torch_logits(arch: model.Architecture, params: dict, x, keep: dict | None = None,
+                 pool_choices: dict[str, np.ndarray] | None = None):
+    """``arch`` in PyTorch, functionally: torch tensors ``params`` and a batch ``x`` -> the logits
+    (everything before the softmax). The one PyTorch copy of the network that the reference,
+    the benchmark and the trainer comparison all use.
+
+    ``keep``, if given, receives every intermediate tensor by name (gradients retained) and each
+    pooling layer's argmax as ``argmax:<layer>``. ``pool_choices`` (layer name -> argmax for one
+    image) makes those layers take the given cells instead of choosing their own."""
+    import torch
+    import torch.nn.functional as F
+
+    h = x
+    for layer in arch.layers[:-1]:
+        if layer.kind == "conv":
+            w, b = (params[p] for p in layer.params)
+            h = F.conv2d(h, w, b, stride=layer.stride, padding=layer.padding)
+        elif layer.kind == "relu":
+            h = torch.relu(h)
+        elif layer.kind == "pool":
+            if keep is None and not pool_choices:
+                h = F.max_pool2d(h, layer.size, layer.stride)
+                continue
+            pooled, idx = F.max_pool2d(h, layer.size, layer.stride, return_indices=True)
+            if pool_choices and layer.name in pool_choices:
+                idx = torch.from_numpy(np.asarray(pool_choices[layer.name])[None])
+                pooled = h.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
+            if keep is not None:
+                keep["argmax:" + layer.name] = idx
+            h = pooled
+        elif layer.kind == "flatten":
+            h = torch.flatten(h, 1)
+        elif layer.kind == "linear":
+            w, b = (params[p] for p in layer.params)
+            h = h @ w + b
+        else:
+            raise ValueError(f"unknown layer kind {layer.kind!r}")
+        if keep is not None:
+            h.retain_grad()
+            keep[layer.out] = h
+    return h
+
+
 def torch_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
                   dtype: str = "float64", arch: model.Architecture = model.SIMPLE_CNN,
                   pool_choices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -40,32 +83,9 @@ def torch_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
             for k, v in params.items()}
     xt = torch.tensor(np.asarray(x)[None], dtype=tdtype, requires_grad=True)
     acts = {"x": xt}
-    h = xt
-    for layer in arch.layers:
-        if layer.kind == "conv":
-            w, b = (leaf[p] for p in layer.params)
-            h = F.conv2d(h, w, b, stride=layer.stride, padding=layer.padding)
-        elif layer.kind == "relu":
-            h = torch.relu(h)
-        elif layer.kind == "pool":
-            pooled, idx = F.max_pool2d(h, layer.size, layer.stride, return_indices=True)
-            if pool_choices and layer.name in pool_choices:
-                idx = torch.from_numpy(np.asarray(pool_choices[layer.name])[None])
-                pooled = h.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
-            acts["argmax:" + layer.name] = idx
-            h = pooled
-        elif layer.kind == "flatten":
-            h = torch.flatten(h, 1)
-        elif layer.kind == "linear":
-            w, b = (leaf[p] for p in layer.params)
-            h = h @ w + b
-        elif layer.kind == "softmax":
-            logits = acts[arch.layers[-2].out]
-            loss = F.cross_entropy(logits, torch.tensor([label]))
-            h = torch.softmax(logits, dim=1)
-        if h.requires_grad:
-            h.retain_grad()
-        acts[layer.out] = h
+    logits = torch_logits(arch, leaf, xt, keep=acts, pool_choices=pool_choices)
+    loss = F.cross_entropy(logits, torch.tensor([label]))
+    acts[arch.layers[-1].out] = torch.softmax(logits, dim=1)
     loss.backward()
     out = {name: t.detach().numpy()[0] for name, t in acts.items()}
     for i, layer in enumerate(arch.layers[:-1]):

@@ -597,11 +597,10 @@ def torch_train(config: TrainConfig, params: dict[str, np.ndarray], x: np.ndarra
     t = {k: torch.tensor(np.asarray(v, dtype=config.dtype)).requires_grad_(True)
          for k, v in params.items()}
 
+    from cnntui.reference import torch_logits
+
     def net(xb: torch.Tensor) -> torch.Tensor:
-        F = torch.nn.functional
-        h = F.max_pool2d(F.relu(F.conv2d(xb, t["W1"], t["b1"], padding=1)), 2)
-        h = F.max_pool2d(F.relu(F.conv2d(h, t["W2"], t["b2"], padding=1)), 2)
-        return h.flatten(1) @ t["W3"] + t["b3"]
+        return torch_logits(SIMPLE_CNN, t, xb)
 
     groups = [{"params": [t[k] for k in t if k.startswith("W")],
                "weight_decay": config.weight_decay},

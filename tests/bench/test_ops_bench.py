@@ -13,6 +13,7 @@ import pytest
 
 from cnntui import bench, ops
 from cnntui.model import SIMPLE_CNN, loss_and_grads
+from cnntui.reference import torch_logits
 
 BATCH = 64
 DTYPES = ["float64", "float32"]
@@ -64,9 +65,8 @@ def test_numpy_and_torch_compute_the_same_gradients():
     params, x, labels = bench._inputs(BATCH, "float64")
     ours = loss_and_grads(SIMPLE_CNN, params, x, labels)
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    h = F.max_pool2d(F.relu(F.conv2d(torch.tensor(x), p["W1"], p["b1"], padding=1)), 2)
-    h = F.max_pool2d(F.relu(F.conv2d(h, p["W2"], p["b2"], padding=1)), 2)
-    loss = F.cross_entropy(h.flatten(1) @ p["W3"] + p["b3"], torch.tensor(labels))
+    logits = torch_logits(SIMPLE_CNN, p, torch.tensor(x))
+    loss = F.cross_entropy(logits, torch.tensor(labels))
     loss.backward()
     assert abs(ours.loss - loss.item()) < 1e-10
     for name, t in p.items():
