@@ -442,8 +442,8 @@ class TrainingScreen(Screen):
         self.epochs_trained = 0
         self.start_desc = "seed init"
         self.evaluation = self.result = None
+        self.feed.clear()  # a running run also sends a Reset before its next batch
         if not self.active:
-            self.feed.clear()
             self.state = "ready"
         self.draw_results()
         self.show_results(False)
