@@ -186,7 +186,9 @@ def progress_batch_text(feed: Feed, batch_size: int, n_train: int, state: str) -
         t.append("  ETA ", KEY_STYLE)
         t.append(fmt_seconds(eta), "bold")
     elif feed.result is not None:
-        t.append(f"  took {fmt_seconds(feed.result.seconds)}", KEY_STYLE)
+        took = feed.result.seconds
+        t.append(f"  took {took:.1f} s" if took < 60 else f"  took {fmt_seconds(took)}",
+                 KEY_STYLE)
     return t
 
 
