@@ -71,7 +71,7 @@ class CnnApp(App[int]):
     def __init__(self, params: dict[str, np.ndarray], weights_desc: str = "seed", *,
                  index: int = 0, color: str = "auto", reference: str = "thread",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
-                 trainer_factory: Callable[[], Trainer] | None = None):
+                 trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None):
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
         self.color_mode = detect_mode() if color == "auto" else color
@@ -96,9 +96,10 @@ class CnnApp(App[int]):
         self._predicting = False
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
         self.stepper = StepperScreen()
-        # the training screen's trainer; by default the full split from the seed initialisation
+        # the training screen's trainer (the default settings on the full split), from the seed
+        # initialisation (None) or from given weights
         self.trainer_factory = trainer_factory or (
-            lambda: Trainer(TrainConfig(), digits=self.digits))
+            lambda params: Trainer(TrainConfig(), params=params, digits=self.digits))
         self.training: TrainingScreen | None = None
         if reference == "sync":
             self._attach_now()

@@ -29,6 +29,8 @@ class CnnCommands(Provider):
             ("Training: save the weights...", partial(run, "save"), "w"),
             ("Training: reset to the seed initialisation", partial(run, "reset"), "r"),
             ("Training: show results / live view", partial(run, "view"), "v"),
+            ("Training: start from the stepper's weights (fine-tune)",
+             partial(run, "from_stepper"), "f"),
             ("Back to the stepper with the trained weights", partial(run, "back"), "Esc"),
             ("Help: all keys", app.action_help, "? F1"),
             ("Quit", app.action_quit, "q ctrl+q"),

@@ -16,7 +16,7 @@ KEY_NAMES = {
     "right": "→", "left": "←", "up": "↑", "down": "↓", "home": "Home", "end": "End",
     "space": "space", "tab": "Tab", "escape": "Esc", "enter": "Enter", "question_mark": "?",
     "left_square_bracket": "[", "right_square_bracket": "]", "pageup": "PgUp",
-    "pagedown": "PgDn", "f1": "F1",
+    "pagedown": "PgDn", "f1": "F1", "plus": "+", "minus": "-", "equals_sign": "=",
 }
 
 

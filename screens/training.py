@@ -52,7 +52,8 @@ UI_SHARE = 0.10
 SLOW_INTERVAL = 0.5  # seconds between redraws of the filters and gradient norms while training
 DEFAULT_SAVE_PATH = "cnntui-weights.npz"
 LR_GROUP = Binding.Group("lr", compact=True)
-TrainerFactory = Callable[[], Trainer]
+# makes the screen's trainer: from the seed initialisation (None) or from the given weights
+TrainerFactory = Callable[[dict[str, np.ndarray] | None], Trainer]
 
 
 def loss_summary(values: list[float]) -> float:
@@ -115,6 +116,9 @@ class TrainingScreen(Screen):
         Binding("v", "view", "view", id="train_view",
                 tooltip="Switch between the live view (filters, gradients) and the results "
                         "(confusion matrix, misclassified digits)"),
+        Binding("f", "from_stepper", "fine-tune", show=False, id="train_from_stepper",
+                tooltip="Train from the stepper's weights (fine-tune) instead of the seed "
+                        "initialisation; r goes back to the seed"),
         Binding("escape", "back", "back", key_display="Esc", id="train_back",
                 tooltip="Back to the stepper, which shows the trained weights "
                         "(stops a run first)"),
@@ -122,7 +126,8 @@ class TrainingScreen(Screen):
 
     def __init__(self, factory: TrainerFactory) -> None:
         super().__init__()
-        self.trainer = factory()
+        self.factory = factory
+        self.trainer = factory(None)
         self.feed = tp.Feed()
         self.state = "ready"
         self.active = False  # a run's worker is going (set before the thread starts)
@@ -449,6 +454,27 @@ class TrainingScreen(Screen):
         self.show_results(False)
         self.notify("weights reset to the seed initialisation"
                     + ("; the run restarts at epoch 1" if self.active else ""), timeout=3)
+        self.draw()
+
+    def action_from_stepper(self) -> None:
+        if self.active:
+            self.notify("stop the run first (x), then f trains from the stepper's weights",
+                        timeout=4)
+            return
+        old = self.trainer
+        self.trainer = self.factory(self.cnn.params)
+        self.trainer.set_lr(old.lr)  # keep what +, - and o chose
+        self.trainer.set_optimizer(old.config.optimizer)
+        self.feed.clear()
+        self.state = "ready"
+        self.start_desc = f"the stepper's weights ({self.cnn.weights_desc})"
+        self.dirty = False  # these are the stepper's weights
+        self.epochs_trained = 0
+        self.evaluation = self.result = None
+        self.draw_results()
+        self.show_results(False)
+        self.notify(f"the next run starts from the stepper's weights ({self.cnn.weights_desc}); "
+                    "r goes back to the seed initialisation", timeout=4)
         self.draw()
 
     def action_view(self) -> None:

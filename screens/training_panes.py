@@ -105,10 +105,12 @@ def header(state: str, config: object, base_lr: float, feed: Feed, n_train: int,
         t.append(f" (now {num(b.lr)}, {config.schedule})", KEY_STYLE)
     else:
         t.append(f" ({config.schedule})", KEY_STYLE)
-    t.append(f"  batch {config.batch_size} · {config.epochs} epochs · {n_train}/{n_test} "
+    t.append("  from ", KEY_STYLE)
+    t.append(start)
+    t.append(f" · batch {config.batch_size} · {config.epochs} epochs · {n_train}/{n_test} "
              f"train/test digits · ", KEY_STYLE)
     t.append("shifts" if config.augment else "no shifts", KEY_STYLE)
-    t.append(f" · seed {config.seed} · {config.dtype} · from {start}", KEY_STYLE)
+    t.append(f" · seed {config.seed} · {config.dtype}", KEY_STYLE)
     return t
 
 

@@ -36,9 +36,9 @@ def pretrained():
 def factory(config: TrainConfig = TINY, n_train: int = 256, n_test: int = 120):
     digits = load_digits()
 
-    def make() -> Trainer:
-        return Trainer(config, digits=digits, train_idx=digits.train_idx[:n_train],
-                       test_idx=digits.test_idx[:n_test])
+    def make(params=None) -> Trainer:  # noqa: ANN001
+        return Trainer(config, params=params, digits=digits,
+                       train_idx=digits.train_idx[:n_train], test_idx=digits.test_idx[:n_test])
 
     return make
 
@@ -453,6 +453,28 @@ async def test_help_lists_the_training_keys(pretrained):
         assert {"train_run_pause", "train_stop", "train_lr_up", "train_lr_down",
                 "train_optimizer", "train_save", "train_reset", "train_back"} <= ids
         assert "train" in {b.id for b in sections["Everywhere"]}
+
+
+async def test_f_trains_from_the_stepper_weights(pretrained):
+    app = make_app(pretrained, replace(TINY, epochs=1))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_training(pilot)
+        seed = SIMPLE_CNN.init_params()
+        np.testing.assert_array_equal(screen.trainer.params("float64")["W1"], seed["W1"])
+        await pilot.press("plus", "o", "f")
+        assert "from the stepper's weights (pretrained)" in pane(screen, "#t-header")
+        trainer = screen.trainer
+        assert trainer.lr == pytest.approx(2 * TINY.lr) and trainer.config.optimizer == "sgd"
+        for k, v in trainer.params("float64").items():
+            np.testing.assert_array_equal(v, pretrained[k])
+        await pilot.press("escape")  # nothing trained yet: the stepper keeps its weights
+        assert app.weights_desc == "pretrained"
+        await pilot.press("t", "space")
+        await wait_for(pilot, lambda: screen.state == "finished")
+        assert screen.feed.losses[0] < 0.5  # pretrained: far below ln 10
+        await pilot.press("r")
+        for k, v in trainer.params("float64").items():
+            np.testing.assert_array_equal(v, seed[k])
 
 
 def test_every_training_binding_has_an_id_and_a_footer_entry_or_help_line():

@@ -63,9 +63,8 @@ def finished_events() -> list[object]:
     return [*events, RunEnd(result)]
 
 
-def factory() -> Trainer:
-    digits = load_digits()
-    return Trainer(TrainConfig(), digits=digits)
+def factory(params=None) -> Trainer:  # noqa: ANN001
+    return Trainer(TrainConfig(), params=params, digits=load_digits())
 
 
 SCREENS = {

@@ -49,7 +49,8 @@ def headless_rate(config: TrainConfig, digits) -> float:  # noqa: ANN001
 
 async def _ui_run(config: TrainConfig, digits) -> dict[str, float]:  # noqa: ANN001
     app = CnnApp(weights_from("seed")[0], "seed", color="truecolor", reference="off",
-                 predictions="sync", trainer_factory=lambda: Trainer(config, digits=digits))
+                 predictions="sync",
+                 trainer_factory=lambda params: Trainer(config, params=params, digits=digits))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         screen = app.screen
@@ -65,7 +66,8 @@ async def _ui_run(config: TrainConfig, digits) -> dict[str, float]:  # noqa: ANN
 
 async def _key_latency(config: TrainConfig, digits, presses: int = 10) -> list[float]:  # noqa: ANN001
     app = CnnApp(weights_from("seed")[0], "seed", color="truecolor", reference="off",
-                 predictions="sync", trainer_factory=lambda: Trainer(config, digits=digits))
+                 predictions="sync",
+                 trainer_factory=lambda params: Trainer(config, params=params, digits=digits))
     times = []
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
