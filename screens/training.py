@@ -134,7 +134,7 @@ class TrainingScreen(Screen):
         self.worker: Worker | None = None
         self.start_desc = "seed init"  # where the next run starts from
         self.dirty = False  # the weights changed since the stepper last got them
-        self.epochs_trained = 0  # complete epochs since the seed initialisation
+        self.epochs_trained = 0  # complete epochs since the start (seed or stepper weights)
         self.evaluation = None
         self.result = None
         self.save_path = DEFAULT_SAVE_PATH
@@ -142,6 +142,7 @@ class TrainingScreen(Screen):
         self._mark = (0.0, 0.0)  # (wall, UI thread CPU) seconds at the last drawn frame
         self.frames = 0  # drawn while training (for tests and the benchmark)
         self._slow_at = 0.0
+        self._spark_key: tuple[int, int] | None = None
 
     @property
     def cnn(self) -> CnnApp:
@@ -281,8 +282,8 @@ class TrainingScreen(Screen):
 
     def draw(self, full: bool = True) -> None:
         """Everything but the results, from the feed and the trainer's current weights. While
-        training (``full=False``) the slower panes (filters, gradients, the epoch table)
-        redraw at most every ``SLOW_INTERVAL`` seconds; the rest every frame."""
+        training (``full=False``) the slower panes (filters, gradient norms) redraw at most
+        every ``SLOW_INTERVAL`` seconds; the rest every frame."""
         if not self.is_mounted:
             return
         feed, trainer = self.feed, self.trainer
@@ -292,7 +293,9 @@ class TrainingScreen(Screen):
                                              self.start_desc))
         self.set_text("#t-loss-title", tp.loss_text(feed))
         spark = self.query_one(Sparkline)
-        if len(spark.data or ()) != len(feed.losses):
+        key = (id(feed.losses), len(feed.losses))  # a reset replaces the list
+        if key != self._spark_key:
+            self._spark_key = key
             spark.data = tp.spark_data(feed.losses)
         b = feed.batch
         batches = -(-n_train // cfg.batch_size)
