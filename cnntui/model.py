@@ -181,6 +181,9 @@ def save_weights(path: str | os.PathLike, params: dict[str, np.ndarray],
             np.savez(f, architecture=np.asarray(arch.name), **params, **meta)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a saved file should not be
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -33,7 +33,6 @@ from screens.training import SaveWeightsScreen, TrainingScreen
 REFERENCE_MODES = ("thread", "sync", "off")
 COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
                  "16": ColorSystem.STANDARD}
-PREDICT_BATCH = 256
 
 
 @contextmanager
@@ -194,11 +193,8 @@ class CnnApp(App[int]):
 
     def _compute_predictions(self, params: dict[str, np.ndarray] | None = None
                              ) -> tuple[np.ndarray, np.ndarray]:
-        images = self.digits.images
         params = self.params if params is None else params
-        probs = np.concatenate([
-            model.forward(model.SIMPLE_CNN, params, images[i: i + PREDICT_BATCH])
-            .acts["probs"] for i in range(0, len(images), PREDICT_BATCH)])
+        probs = model.predict(model.SIMPLE_CNN, params, self.digits.images)
         return probs.argmax(axis=1), probs.max(axis=1)
 
     def _store_predictions(self, predictions: np.ndarray, confidences: np.ndarray) -> None:

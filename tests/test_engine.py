@@ -1,5 +1,7 @@
 """SimpleCNN, the trace, the PyTorch reference and the gradient check."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -176,6 +178,9 @@ def test_weights_round_trip(tmp_path, seed_params):
         np.testing.assert_array_equal(params[k], v)
     assert meta == {"epoch": 3, "test_accuracy": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user saves
 
 
 def test_bad_weight_files_are_refused_clearly(tmp_path, seed_params):
