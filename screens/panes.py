@@ -34,18 +34,19 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False) -> Tex
     n = len(trace.steps)
     right = trace.prediction == trace.label
     t = Text(no_wrap=True, overflow="ellipsis")
+    # most important first: at 80 columns the end is what gets cut
     t.append(" cnntui ", "bold reverse")
-    t.append(f" digit #{trace.index} ", "bold")
+    t.append(f" step {step.index + 1}/{n} {step.phase}", "bold")
+    t.append(f" {step.name}")
+    if playing:
+        t.append("  ▶ playing", WARN_STYLE)
+    t.append(f"  digit #{trace.index} ", "bold")
     t.append(f"(label {trace.label}, ")
     t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
              "green" if right else "bold red")
     t.append(")  ")
     t.append("weights: ", KEY_STYLE)
-    t.append(f"{weights}  ")
-    t.append(f"step {step.index + 1}/{n} {step.phase}", "bold")
-    t.append(f" {step.name}")
-    if playing:
-        t.append("  ▶ playing", WARN_STYLE)
+    t.append(weights)
     return t
 
 
