@@ -26,6 +26,9 @@ def _index(text: str) -> int:
     return value
 
 
+APP_OPTIONS = ("--index", "--weights", "--color")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnntui", description="A terminal debugger for a CNN written from scratch in NumPy.")
@@ -96,7 +99,17 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command:
+        # the options before a command are the debugger's: silently ignoring them would show
+        # another digit or other weights than the user asked for
+        before = argv[:argv.index(args.command)]
+        misplaced = [a.split("=")[0] for a in before if a.split("=")[0] in APP_OPTIONS]
+        if misplaced:
+            parser.error(f"{misplaced[0]} goes after the command: cnntui {args.command} "
+                         f"{misplaced[0]} ...")
     try:
         if args.command is None:
             from screens.app import run_app  # the UI is imported only to launch it

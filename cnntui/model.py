@@ -202,8 +202,8 @@ def load_weights(path: str | os.PathLike, arch: Architecture = SIMPLE_CNN
     try:
         with np.load(path, allow_pickle=False) as z:
             contents = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile, pickle and format errors all mean the same to a user
-        raise WeightsError(f"weights file {path} is not a readable .npz file ({e})") from None
+    except Exception:  # zipfile, pickle and format errors all mean the same to a user
+        raise WeightsError(f"weights file {path} is not a readable .npz file") from None
     saved_arch = str(contents.pop("architecture", arch.name))
     if saved_arch != arch.name:
         raise WeightsError(f"weights file {path} is for a {saved_arch}, not a {arch.name}")

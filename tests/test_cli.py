@@ -114,3 +114,17 @@ def test_verify_exits_nonzero_when_a_gradient_is_wrong(monkeypatch, capsys):
     assert cli.main(["verify", "--index", "2"]) == 1
     out = capsys.readouterr().out
     assert "DISAGREES" in out and "some tensors disagree" in out
+
+
+def test_debugger_options_before_a_command_are_refused(tmp_path):
+    r = run("--index", "5", "trace", cwd=tmp_path)
+    assert r.returncode == 2 and "--index goes after the command" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_file_that_is_not_npz_is_refused_without_advice_to_unpickle(tmp_path):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not weights\n")
+    r = run("trace", "--weights", str(bogus), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"cnntui: weights file {bogus} is not a readable .npz file"
