@@ -153,7 +153,11 @@ def torch_text(step: Step, state: str, verdict: tuple[bool | None, str] | None) 
     t.append("max|d| ", KEY_STYLE)
     t.append(f"{num(step.torch_max_abs_diff or 0.0)}\n")
     t.append("rel    ", KEY_STYLE)
-    t.append(f"{num(step.torch_max_rel_err or 0.0)}\n")
+    t.append(f"{num(step.torch_max_rel_err or 0.0)}")
+    if step.torch_tolerance is not None:
+        t.append(" tol ", KEY_STYLE)
+        t.append(f"{step.torch_tolerance:.0e}")
+    t.append("\n")
     if verdict is not None:
         ok, text = verdict
         if ok:
