@@ -101,8 +101,9 @@ def header(state: str, config: object, base_lr: float, feed: Feed, n_train: int,
     t.append(config.optimizer, "bold cyan")
     t.append(" lr ", KEY_STYLE)
     t.append(num(base_lr), "bold")
-    if b is not None:
-        t.append(f" (now {num(b.lr)}, {config.schedule})", KEY_STYLE)
+    if b is not None:  # the rate the next batch uses: the base rate may have changed since b
+        now = base_lr * config.lr_factor(b.step / (b.epochs * b.batches))
+        t.append(f" (now {num(now)}, {config.schedule})", KEY_STYLE)
     else:
         t.append(f" ({config.schedule})", KEY_STYLE)
     t.append("  from ", KEY_STYLE)
