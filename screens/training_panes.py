@@ -106,7 +106,9 @@ def header(state: str, config: object, base_lr: float, feed: Feed, n_train: int,
         t.append(f" (now {num(now)}, {config.schedule})", KEY_STYLE)
     else:
         t.append(f" ({config.schedule})", KEY_STYLE)
-    t.append("  from ", KEY_STYLE)
+    # during a run: where it started; otherwise where the next run (space) will start
+    t.append("  from " if state in ("running", "paused", "stopping") else "  next run from ",
+             KEY_STYLE)
     t.append(start)
     t.append(f" · batch {config.batch_size} · {config.epochs} epochs · {n_train}/{n_test} "
              f"train/test digits · ", KEY_STYLE)
