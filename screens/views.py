@@ -113,6 +113,8 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
         bars = [Bar(f"{i}", float(v), class_notes(trace, i) if per_class else "")
                 for i, v in enumerate(shown)]
         lo, hi = _range(shown, diverging, magnitude)
+        if step.kind == "softmax" and step.phase == "forward":
+            lo, hi = 0.0, 1.0  # probabilities: a full bar means 100%, not the largest of ten
         title = f"{what}: one bar per {'class' if per_class else 'channel'}"
         return View("bars", title, diverging, lo, hi, True, magnitude, bars=bars)
 
