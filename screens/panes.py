@@ -191,22 +191,18 @@ def scale_text(view: View, pal: Palette, width: int) -> Text:
     n = pal.n
     ramp_w = max(n, min(24, width - 34))
     levels = np.rint(np.linspace(0, n - 1, ramp_w)).astype(int)
-    if view.diverging:
-        lo, hi = view.lo, view.hi
-    else:
-        lo, hi = view.lo, view.hi
+    # per channel, each map has its own range r (in its label): the ends are symbolic
+    lo = num(view.lo) if view.shared else ("-r" if view.diverging else "0")
+    hi = num(view.hi) if view.shared else "r"
     if view.magnitude:
-        t.append(f"|·| log: {num(hi / 1e4)} ", KEY_STYLE)
+        t.append(f"|·| log: {num(view.hi / 1e4) if view.shared else 'r/1e4'} ", KEY_STYLE)
     else:
-        t.append(f"{num(lo)} ")
+        t.append(f"{lo} ")
     for lv in levels:
         text, style = pal.swatch(int(lv))
         t.append(text, style)
-    t.append(f" {num(hi)}")
+    t.append(f" {hi}")
+    t.append("  shared" if view.shared else "  r per channel", KEY_STYLE)
     if pal.mode == "none":
         t.append("  (≡=-· <0 │ >0 ░▒▓█)" if view.diverging else "  (░▒▓█)", KEY_STYLE)
-    if not view.shared:
-        t.append("  per channel: range in labels", WARN_STYLE)
-    else:
-        t.append("  shared", KEY_STYLE)
     return t
