@@ -31,7 +31,7 @@ def help_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
     for b in bindings:
         if b.id and b.id.startswith("channel_"):
             if not channel_done:
-                rows.append(("1-9 0", "enlarge channel 0-9 (the same key again: all)"))
+                rows.append(("0-9", "Enlarge channel #0-#9 (the same key again: all channels)"))
                 channel_done = True
             continue
         rows.append((key_text(b.key), b.tooltip or b.description or b.action))

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from screens.app import CnnApp
 
 PLAY_INTERVAL = 0.6  # seconds per step while playing
-CHANNEL_KEYS = "1234567890"
+CHANNEL_KEYS = "0123456789"  # key k enlarges channel #k, as the maps are labelled
 STEP_GROUP = Binding.Group("step", compact=True)
 DIGIT_GROUP = Binding.Group("digit", compact=True)  # key k selects channel CHANNEL_KEYS.index(k)
 

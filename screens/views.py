@@ -23,7 +23,7 @@ class Tile:
     lo: float
     hi: float
     marks: np.ndarray | None = None  # bool, same shape: a pooling window's argmax
-    channel: int | None = None  # which channel (tile) key 1-9/0 selects
+    channel: int | None = None  # which channel (tile) key 0-9 selects
 
 
 @dataclass

@@ -407,7 +407,7 @@ async def test_values_table_shows_the_selected_channel(seed_params):
     app = make_app(seed_params)
     async with app.run_test(size=SIZE) as pilot:
         app.go_to(app.trace.position("z2"))
-        await pilot.press("3", "v")
+        await pilot.press("2", "v")
         table = app.screen.query_one(DataTable)
         assert table.display and app.focused is table
         assert table.row_count == 14 and len(table.columns) == 14
@@ -425,11 +425,11 @@ async def test_channel_keys_enlarge_one_channel_and_s_toggles_the_scale(seed_par
     app = make_app(seed_params)
     async with app.run_test(size=SIZE) as pilot:
         app.go_to(app.trace.position("z2"))
-        await pilot.press("4")
+        await pilot.press("3")
         view = app.screen.view
         assert len(view.tiles) == 1 and view.selected == 3
         assert np.allclose(view.tiles[0].data, app.trace["z2"].value[3])
-        await pilot.press("4")
+        await pilot.press("3")
         assert len(app.screen.view.tiles) == 8
         await pilot.press("s")
         view = app.screen.view
