@@ -72,9 +72,11 @@ def stats_text(step: Step, width: int = 27) -> Text:
         t.append(f"{num(v):<10}" if wide and k % 2 == 0 else num(v))
         if not wide or k % 2:
             t.append("\n")
-    top = max(s.histogram) or 1
-    spark = "".join(SPARK[int(round(c / top * (len(SPARK) - 1)))] if c else " "
-                    for c in s.histogram)
+    hist = list(s.histogram)
+    while len(hist) + 5 > width and len(hist) > 4:  # narrow pane: merge neighbouring bins
+        hist = [a + b for a, b in zip(hist[::2], hist[1::2], strict=True)]
+    top = max(hist) or 1
+    spark = "".join(SPARK[int(round(c / top * (len(SPARK) - 1)))] if c else " " for c in hist)
     t.append("hist ", KEY_STYLE)
     t.append(spark, "cyan")
     t.append("\n")
