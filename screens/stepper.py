@@ -80,6 +80,14 @@ class StepperScreen(Screen):
         *[Binding(k, f"channel({i})", f"Enlarge channel {i}", show=False, id=f"channel_{k}")
           for i, k in enumerate(CHANNEL_KEYS)],
         Binding("escape", "channel(-1)", "All channels", show=False, id="all_channels"),
+        # the maps and the side pane outgrow small terminals: let the keyboard reach the rest
+        Binding("pagedown", "scroll('map', 1)", "Scroll the maps down", show=False,
+                id="maps_down"),
+        Binding("pageup", "scroll('map', -1)", "Scroll the maps up", show=False, id="maps_up"),
+        Binding("J", "scroll('side', 1)", "Scroll the stats pane down", show=False,
+                id="side_down"),
+        Binding("K", "scroll('side', -1)", "Scroll the stats pane up", show=False,
+                id="side_up"),
     ]
 
     def __init__(self) -> None:
@@ -291,6 +299,10 @@ class StepperScreen(Screen):
             table.focus()
         else:
             self.set_focus(None)
+
+    def action_scroll(self, pane: str, pages: int) -> None:
+        widget = self.query_one(f"#{pane}")
+        widget.scroll_relative(y=pages * max(1, widget.size.height - 2), animate=False)
 
     def action_channel(self, channel: int) -> None:
         if channel < 0 or channel == self.channel:

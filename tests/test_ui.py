@@ -512,3 +512,16 @@ def test_cli_errors_are_one_sentence_and_exit_1(capsys, tmp_path):
     assert cli.main(["--index", "5000"]) == 1
     err = capsys.readouterr().err
     assert "there is no digit 5000" in err and err.count("\n") == 1
+
+
+async def test_page_keys_and_J_K_reach_what_a_small_terminal_cuts_off(seed_params):
+    app = make_app(seed_params)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.go_to(app.trace.position("dW3"))
+        await pilot.pause()
+        maps, side = app.screen.query_one("#map"), app.screen.query_one("#side")
+        assert maps.max_scroll_y > 0 and side.max_scroll_y > 0  # both outgrow 80x24 here
+        await pilot.press("pagedown", "J")
+        assert maps.scroll_y > 0 and side.scroll_y > 0
+        await pilot.press("pageup", "K")
+        assert maps.scroll_y == 0 and side.scroll_y == 0
