@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pilot_helpers import wait_for
 from textual.widgets import DataTable, Static
 
 from cnntui import cli
@@ -46,15 +47,6 @@ def text_of(app: CnnApp, selector: str) -> str:
     if isinstance(widget, TextPane):
         return widget.plain
     return str(widget.render())
-
-
-async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
-    """Let the app run until ``condition()`` holds (background workers finish)."""
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("timed out waiting for the app")
 
 
 def header(app: CnnApp) -> str:

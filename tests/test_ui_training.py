@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from pilot_helpers import wait_for
 from textual import events
 from textual.widgets import ContentSwitcher, Input, OptionList, Sparkline
 
@@ -49,14 +50,6 @@ def make_app(params, config: TrainConfig = TINY, **kw) -> CnnApp:
     kw.setdefault("color", "truecolor")
     n_train = kw.pop("n_train", 256)
     return CnnApp(params, "pretrained", trainer_factory=factory(config, n_train), **kw)
-
-
-async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("timed out waiting for the training screen")
 
 
 def pane(screen, selector: str) -> str:
