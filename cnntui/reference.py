@@ -6,6 +6,7 @@ torch takes seconds to import, so it is imported only inside these functions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,46 +14,51 @@ import numpy as np
 from cnntui import model
 from cnntui.trace import Step, Trace
 
-# Agreement tolerances on max|ours - torch| / max|torch|, per dtype. float64 sums of a few
-# hundred products agree to ~1e-15; float32 to ~1e-6. The gaps are generous but still fail
-# loudly for any real bug (those give errors of order 1e-3 and up).
-TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
-# Every backward tensor is linear in dlogits, so it can differ from PyTorch's by as much (in
-# relative terms) as dlogits does, times this margin. That matters when the network is sure:
-# PyTorch's p - 1 for p = 1 - 1e-10 keeps only ~6 digits, and so does everything after it.
-INHERITED_MARGIN = 10.0
+# Agreement tolerances on max|ours - reference| / max|reference|, by the dtype of our pass. The
+# references always run in float64, from the same weights and input, and their backward passes
+# start from our dlogits, so no error is inherited and no tolerance grows. float64 sums of a few
+# hundred products agree to ~1e-15, float32 to ~1e-6; a real bug gives 1e-3 and more.
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 
 
 def torch_logits(arch: model.Architecture, params: dict, x, keep: dict | None = None,
-                 pool_choices: dict[str, np.ndarray] | None = None):
+                 choices: dict[str, np.ndarray] | None = None, own: dict | None = None):
     """``arch`` in PyTorch, functionally: torch tensors ``params`` and a batch ``x`` -> the logits
     (everything before the softmax). The one PyTorch copy of the network that the reference,
     the benchmark and the trainer comparison all use.
 
-    ``keep``, if given, receives every intermediate tensor by name (gradients retained) and each
-    pooling layer's argmax as ``argmax:<layer>``. ``pool_choices`` (layer name -> argmax for one
-    image) makes those layers take the given cells instead of choosing their own."""
+    ``keep``, if given, receives every intermediate tensor by name (gradients retained).
+    ``choices`` (layer name -> a ReLU's mask or a pool's flat argmax, for one image) makes those
+    layers follow them instead of choosing themselves; ``own`` then receives what each such
+    layer would have chosen."""
     import torch
     import torch.nn.functional as F
 
+    choices = choices or {}
     h = x
     for layer in arch.layers[:-1]:
         if layer.kind == "conv":
             w, b = (params[p] for p in layer.params)
             h = F.conv2d(h, w, b, stride=layer.stride, padding=layer.padding)
         elif layer.kind == "relu":
-            h = torch.relu(h)
+            if own is not None:
+                own[layer.name] = (h > 0).detach().numpy()[0]
+            if layer.name in choices:
+                mask = torch.from_numpy(np.asarray(choices[layer.name], dtype=bool)[None])
+                h = torch.where(mask, h, torch.zeros((), dtype=h.dtype))
+            else:
+                h = torch.relu(h)
         elif layer.kind == "pool":
-            if keep is None and not pool_choices:
+            if layer.name not in choices and own is None:
                 h = F.max_pool2d(h, layer.size, layer.stride)
-                continue
-            pooled, idx = F.max_pool2d(h, layer.size, layer.stride, return_indices=True)
-            if pool_choices and layer.name in pool_choices:
-                idx = torch.from_numpy(np.asarray(pool_choices[layer.name])[None])
-                pooled = h.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
-            if keep is not None:
-                keep["argmax:" + layer.name] = idx
-            h = pooled
+            else:
+                pooled, idx = F.max_pool2d(h, layer.size, layer.stride, return_indices=True)
+                if own is not None:
+                    own[layer.name] = idx.numpy()[0]
+                if layer.name in choices:
+                    idx = torch.from_numpy(np.asarray(choices[layer.name], dtype=np.int64)[None])
+                    pooled = h.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
+                h = pooled
         elif layer.kind == "flatten":
             h = torch.flatten(h, 1)
         elif layer.kind == "linear":
@@ -67,26 +73,30 @@ def torch_logits(arch: model.Architecture, params: dict, x, keep: dict | None = 
 
 
 def torch_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
-                  dtype: str = "float64", arch: model.Architecture = model.SIMPLE_CNN,
-                  pool_choices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Run one (C, H, W) image through a functional PyTorch copy of ``arch`` and return every
-    tensor of the trace by name (no batch axis), gradients from autograd with ``retain_grad``,
-    and each pooling layer's argmax as ``argmax:<layer>`` (flat indices, as our caches hold).
+                  arch: model.Architecture = model.SIMPLE_CNN,
+                  choices: dict[str, np.ndarray] | None = None,
+                  dlogits: np.ndarray | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run one (C, H, W) image through PyTorch's copy of ``arch`` in float64 and return every
+    tensor of the trace by name (no batch axis; gradients from autograd with ``retain_grad``),
+    and the choices its ReLU and pooling layers made themselves (mask / flat argmax).
 
-    ``pool_choices`` (layer name -> argmax) makes those layers take the given cells instead of
-    choosing their own: how to compare two passes whose pooling broke a tie differently."""
+    ``choices`` makes those layers follow another pass's choices (see ``torch_logits``);
+    ``dlogits`` seeds the backward pass instead of the cross-entropy's own gradient."""
     import torch
     import torch.nn.functional as F
 
-    tdtype = {"float64": torch.float64, "float32": torch.float32}[str(np.dtype(dtype))]
-    leaf = {k: torch.tensor(np.asarray(v), dtype=tdtype, requires_grad=True)
+    leaf = {k: torch.tensor(np.asarray(v), dtype=torch.float64, requires_grad=True)
             for k, v in params.items()}
-    xt = torch.tensor(np.asarray(x)[None], dtype=tdtype, requires_grad=True)
+    xt = torch.tensor(np.asarray(x)[None], dtype=torch.float64, requires_grad=True)
     acts = {"x": xt}
-    logits = torch_logits(arch, leaf, xt, keep=acts, pool_choices=pool_choices)
-    loss = F.cross_entropy(logits, torch.tensor([label]))
+    own: dict[str, np.ndarray] = {}
+    logits = torch_logits(arch, leaf, xt, keep=acts, choices=choices, own=own)
     acts[arch.layers[-1].out] = torch.softmax(logits, dim=1)
-    loss.backward()
+    if dlogits is None:
+        F.cross_entropy(logits, torch.tensor([label])).backward()
+    else:
+        logits.backward(gradient=torch.tensor(np.asarray(dlogits, dtype=np.float64)[None]))
     out = {name: t.detach().numpy()[0] for name, t in acts.items()}
     for i, layer in enumerate(arch.layers[:-1]):
         inp = model.layer_input(arch, i)
@@ -94,102 +104,169 @@ def torch_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
         for p in layer.params:
             out["d" + p] = leaf[p].grad.numpy()
     out["d" + arch.layers[-2].out] = acts[arch.layers[-2].out].grad.numpy()[0]
+    return out, own
+
+
+def dlogits_reference(logits: np.ndarray, label: int) -> np.ndarray:
+    """probs - onehot(label) in float64 from the given logits, written to keep every digit: the
+    label's entry is -(sum of the other probabilities), each exp(l - max) / sum, never 1 - p."""
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - logits.max())
+    probs = e / e.sum()
+    d = probs.copy()
+    d[label] = -(np.sum(probs[:label]) + np.sum(probs[label + 1:]))
+    return d
+
+
+def choices(trace: Trace) -> dict[str, np.ndarray]:
+    """The choices every ReLU (mask) and pooling layer (flat argmax) of the trace made."""
+    out = {}
+    for s in trace.steps:
+        if s.phase == "forward":
+            for key in ("mask", "argmax"):
+                if key in s.cache:
+                    out[s.layer] = s.cache[key]
     return out
 
 
-def compare(ours: np.ndarray, theirs: np.ndarray, scale: float | None = None
-            ) -> tuple[float, float]:
-    """(max |difference|, that divided by ``scale``, by default the largest |reference| value).
+@dataclass(frozen=True)
+class Reference:
+    """Every tensor of a trace as another implementation computes it, in float64 from the
+    trace's own weights and input, following the trace's ReLU and pooling choices, with its
+    backward pass seeded by the trace's dlogits (whose own check is ``dlogits_reference``)."""
+
+    who: str  # "PyTorch" or "the lesson loops"
+    tensors: dict[str, np.ndarray]
+    own_choices: dict[str, np.ndarray]  # what its ReLU and pooling layers would have chosen
+
+
+def reference_inputs(trace: Trace) -> tuple[dict, np.ndarray, dict, np.ndarray]:
+    """(params, x, our choices, our dlogits) in float64: what every reference starts from."""
+    params = {k: np.asarray(v, dtype=np.float64) for s in trace.steps for k, v in s.params.items()}
+    x = np.asarray(trace["x"].value, dtype=np.float64)
+    dlogits = np.asarray(trace.steps[trace.first_backward].value, dtype=np.float64)
+    return params, x, choices(trace), dlogits
+
+
+def torch_reference(trace: Trace) -> Reference:
+    params, x, ours, dlogits = reference_inputs(trace)
+    tensors, own = torch_tensors(params, x, trace.label, trace.arch, choices=ours,
+                                 dlogits=dlogits)
+    return Reference("PyTorch", tensors, own)
+
+
+def lesson_reference(trace: Trace) -> Reference:
+    from cnntui import lesson
+
+    params, x, ours, dlogits = reference_inputs(trace)
+    tensors, own = lesson.lesson_tensors(params, x, trace.label, choices=ours, dlogits=dlogits)
+    return Reference("the lesson loops", tensors, own)
+
+
+def compare(ours: np.ndarray, theirs: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
+    """(max |difference|, that divided by the largest |reference| value, at least ``floor``).
     Relative to the tensor's scale, not per element: near-zero entries would otherwise make
-    rounding noise look huge."""
-    diff = float(np.max(np.abs(ours.astype(np.float64) - theirs.astype(np.float64))))
-    if scale is None:
-        scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    rounding noise look huge. NaN or Inf on either side gives (nan, nan): never agreement."""
+    ours = np.asarray(ours, dtype=np.float64)
+    theirs = np.asarray(theirs, dtype=np.float64)
+    if not (np.all(np.isfinite(ours)) and np.all(np.isfinite(theirs))):
+        return float("nan"), float("nan")
+    if ours.size == 0:
+        return 0.0, 0.0
+    diff = float(np.max(np.abs(ours - theirs)))
+    scale = max(float(np.max(np.abs(theirs))), floor)
     return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
-def attach(trace: Trace) -> None:
-    """Fill ``torch_value``, ``torch_max_abs_diff`` and ``torch_max_rel_err`` on every step,
-    running PyTorch with the very parameters the trace's steps used."""
-    x = trace["x"].value
-    params = {k: v for step in trace.steps for k, v in step.params.items()}
-    ref = torch_tensors(params, x, trace.label, trace.dtype)
-    base = TOLERANCE[trace.dtype]
-    ties = tie_breaks(trace, {k[7:]: v for k, v in ref.items() if k.startswith("argmax:")}, base)
-    note = ""
-    if ties:
-        # Mathematically equal maxima that rounding set apart differently in the two libraries:
-        # both choices are right, but the gradient then flows to different cells. Compare the
-        # rest through our choices, so that any other difference still shows.
-        ref = torch_tensors(params, x, trace.label, trace.dtype, pool_choices=pool_choices(trace))
-        note = tie_note("PyTorch", ties)
-    results = compare_trace(trace, ref, base)
-    # the choice matters to the pool's forward step and to the backward from that pool on
-    affected_from = min((s.index for s in trace.steps if s.phase == "backward" and s.layer in ties),
-                        default=len(trace.steps))
-    for step in trace.steps:
-        step.torch_value = ref[step.name].reshape(step.value.shape)
-        step.torch_max_abs_diff, step.torch_max_rel_err, step.torch_tolerance = results[step.name]
-        step.torch_note = note if step.index >= affected_from or step.layer in ties else ""
+@dataclass(frozen=True)
+class Agreement:
+    """One tensor of ours against the same-named tensor of a reference."""
+
+    max_abs_diff: float
+    rel_err: float  # max_abs_diff / max|reference|; nan when either side has NaN or Inf
+    tolerance: float  # the one tolerance applied, and the one printed
+    note: str = ""  # e.g. that the reference's pooling would have broken a tie otherwise
+    wrong_choices: int = 0  # cells where this layer chose otherwise without a tie
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.rel_err) and self.rel_err <= self.tolerance \
+            and not self.wrong_choices
 
 
-def compare_trace(trace: Trace, ref: dict[str, np.ndarray], base: float
-                  ) -> dict[str, tuple[float, float, float]]:
-    """Every step of ``trace`` against the same-named tensor of ``ref`` (PyTorch's or the
-    lesson's): (max |difference|, relative error, the tolerance that relative error must meet)."""
+def choice_differences(trace: Trace, ref: Reference, tol: float
+                       ) -> tuple[dict[str, int], dict[str, int]]:
+    """Per ReLU and pooling layer, the cells where the reference would have chosen otherwise than
+    we did, split into ties (by the reference's own values: an input within ``tol`` of the
+    map's scale of 0 for a ReLU, of the window's maximum for a pool; rounding breaks those
+    either way) and wrong choices (anything else). Returns (ties, wrong), zero counts left out."""
+    floor = float(np.finfo(trace.dtype).tiny)
+    ties, wrong = {}, {}
+    for layer, ours in choices(trace).items():
+        own = np.asarray(ref.own_choices[layer]).reshape(ours.shape)
+        differ = ours != own
+        if not differ.any():
+            continue
+        step = next(s for s in trace.steps if s.phase == "forward" and s.layer == layer)
+        source = np.asarray(ref.tensors[next(iter(step.inputs))], dtype=np.float64)
+        if not np.all(np.isfinite(source)):
+            continue  # no choice is meaningful among NaNs; the values already disagree
+        scale = max(float(np.max(np.abs(source))), floor)
+        if ours.dtype == bool:  # a ReLU's mask: which side of 0 the input is on
+            gap = np.abs(source[differ])
+        else:  # a pool's argmax: how far the cell we took is below the window's maximum
+            flat = source.reshape(len(source), -1)
+            taken = np.take_along_axis(flat, ours.reshape(len(flat), -1), 1)
+            best = np.take_along_axis(flat, own.reshape(len(flat), -1), 1)
+            gap = np.abs(best - taken).reshape(differ.shape)[differ]
+        tied = int(np.sum(gap <= tol * scale))  # NaN is never tied
+        if tied:
+            ties[layer] = tied
+        if differ.sum() > tied:
+            wrong[layer] = int(differ.sum()) - tied
+    return ties, wrong
+
+
+def check(trace: Trace, ref: Reference) -> dict[str, Agreement]:
+    """Every step of ``trace`` against ``ref`` at the tolerance of the trace's dtype. ``dlogits``
+    is checked on its own, against ``dlogits_reference`` of our logits: every backward tensor
+    after it is compared with the reference's backward pass from that same dlogits."""
+    tol = TOLERANCE[trace.dtype]
+    floor = float(np.finfo(trace.dtype).tiny)  # an all-zero reference: only exact zeros agree
+    ties, wrong = choice_differences(trace, ref, tol)
+    tie_text = "; ".join(f"{ref.who}'s {layer} would have broken a tie otherwise in {n} cell(s)"
+                         f", so it followed ours" for layer, n in ties.items())
+    # a choice shapes its layer's output and everything computed after it
+    tied_from = min((s.index for s in trace.steps if s.phase == "forward" and s.layer in ties),
+                    default=len(trace.steps))
     results = {}
-    inherited = 0.0
     for step in trace.steps:
-        theirs = ref[step.name].reshape(step.value.shape)
-        tol = base
         if step.index == trace.first_backward:
-            # dlogits = probs - onehot: its rounding is relative to the probabilities (<= 1),
-            # not to itself, which is tiny when the network is sure
-            scale = max(float(np.max(np.abs(theirs))), float(np.max(trace.probs)))
-            diff, rel = compare(step.value, theirs, scale)
-            inherited = compare(step.value, theirs)[1]
+            theirs = dlogits_reference(trace[trace.arch.layers[-2].out].value, trace.label)
         else:
-            diff, rel = compare(step.value, theirs)
-            if step.phase == "backward":
-                tol = base + INHERITED_MARGIN * inherited
-        results[step.name] = (diff, rel, tol)
+            theirs = ref.tensors[step.name]
+        diff, rel = compare(step.value, np.asarray(theirs).reshape(step.value.shape), floor)
+        n_wrong = wrong.get(step.layer, 0) if step.phase == "forward" else 0
+        notes = [tie_text] if tie_text and step.index >= tied_from else []
+        if n_wrong:
+            notes.insert(0, f"{step.layer} chose otherwise than {ref.who} in {n_wrong} cell(s) "
+                            f"whose values are not tied")
+        results[step.name] = Agreement(diff, rel, tol, "; ".join(notes), n_wrong)
     return results
 
 
-def pool_choices(trace: Trace) -> dict[str, np.ndarray]:
-    """Each pooling layer's argmax in the trace, by layer name."""
-    return {s.layer: s.cache["argmax"] for s in trace.steps
-            if s.phase == "forward" and "argmax" in s.cache}
-
-
-def tie_breaks(trace: Trace, other: dict[str, np.ndarray], tol: float) -> dict[str, int]:
-    """Per pooling layer, in how many windows ``other`` (layer -> argmax, from another
-    implementation) took a different cell whose value, in our tensor, equals the window's
-    maximum to within ``tol`` of the map's scale: a tie that rounding broke differently. Empty
-    if some choice differs by more than that, which is a real disagreement."""
-    ties = {}
+def attach(trace: Trace) -> None:
+    """Fill the ``torch_*`` fields of every step: PyTorch's value (float64, from the very weights
+    and input of the trace, its backward seeded with our dlogits) and how far ours is from it."""
+    ref = torch_reference(trace)
+    results = check(trace, ref)
     for step in trace.steps:
-        if step.phase != "forward" or "argmax" not in step.cache:
-            continue
-        ours = step.cache["argmax"]
-        theirs = np.asarray(other[step.layer]).reshape(ours.shape)
-        differ = ours != theirs
-        if not differ.any():
-            continue
-        (source,) = step.inputs.values()
-        flat = source.reshape(source.shape[0], -1)
-        ours_v = np.take_along_axis(flat, ours.reshape(len(flat), -1), 1)
-        theirs_v = np.take_along_axis(flat, theirs.reshape(len(flat), -1), 1)
-        gap = np.abs(ours_v - theirs_v).reshape(differ.shape)[differ]
-        if not np.all(gap <= tol * max(float(np.max(np.abs(source))), 1e-300)):
-            return {}
-        ties[step.layer] = int(differ.sum())
-    return ties
-
-
-def tie_note(who: str, ties: dict[str, int]) -> str:
-    return "; ".join(f"{who}'s {layer} took another of tied maxima in {n} window(s)"
-                     for layer, n in ties.items())
+        a = results[step.name]
+        theirs = (dlogits_reference(trace[trace.arch.layers[-2].out].value, trace.label)
+                  if step.index == trace.first_backward else ref.tensors[step.name])
+        step.torch_value = np.asarray(theirs).reshape(step.value.shape)
+        step.torch_max_abs_diff, step.torch_max_rel_err = a.max_abs_diff, a.rel_err
+        step.torch_tolerance, step.torch_note, step.torch_ok = a.tolerance, a.note, a.ok
 
 
 @dataclass(frozen=True)
@@ -198,20 +275,19 @@ class Verdict:
     text: str
 
 
-def verdict(step: Step, dtype: str | None = None) -> Verdict:
-    """Whether a step agrees with PyTorch within the tolerance of its dtype."""
-    if step.torch_max_rel_err is None:
+def verdict(step: Step) -> Verdict:
+    """Whether a step agrees with PyTorch, in words, with the tolerance that was applied."""
+    if step.torch_ok is None:
         return Verdict(None, "PyTorch has not run yet")
-    dtype = dtype or str(step.value.dtype)
-    tol = step.torch_tolerance or TOLERANCE[dtype]
+    tol = step.torch_tolerance
     note = f" ({step.torch_note})" if step.torch_note else ""
-    if step.torch_max_rel_err <= tol:
-        if tol > 2 * TOLERANCE[dtype]:
-            return Verdict(True, f"agrees as closely as dlogits allows: when p ~ 1, PyTorch's "
-                                 f"p - 1 keeps few digits, and every gradient after it inherits "
-                                 f"that (tolerance {tol:.0e}){note}")
-        if step.phase == "backward" and step.kind == "softmax":  # dlogits: see compare_trace
-            note = " (relative to the probabilities, which p - 1 is rounded to)" + note
-        return Verdict(True, f"agrees to {dtype} precision{note}")
-    return Verdict(False, f"DISAGREES: relative error {step.torch_max_rel_err:.1e} > {tol:.0e}"
-                          f"{note}")
+    if step.torch_ok:
+        against = ("float64 probs - onehot from our logits" if step.phase == "backward"
+                   and step.kind == "softmax" else "PyTorch's float64")
+        return Verdict(True, f"agrees with {against} to {tol:.0e}{note}")
+    if not math.isfinite(step.torch_max_rel_err):
+        return Verdict(False, f"DISAGREES: NaN or Inf in ours or PyTorch's{note}")
+    if step.torch_max_rel_err > tol:
+        return Verdict(False, f"DISAGREES: relative error {step.torch_max_rel_err:.1e} > "
+                              f"{tol:.0e}{note}")
+    return Verdict(False, f"DISAGREES: {step.torch_note}")  # a choice without a tie

@@ -73,7 +73,8 @@ class Step:
     torch_max_abs_diff: float | None = None
     torch_max_rel_err: float | None = None  # max |diff| / max |torch value|
     torch_tolerance: float | None = None  # the largest torch_max_rel_err that counts as agreeing
-    torch_note: str = ""  # e.g. that PyTorch's max-pool broke a tie the other way
+    torch_note: str = ""  # e.g. that PyTorch's max-pool would have broken a tie the other way
+    torch_ok: bool | None = None  # whether it agrees with PyTorch (None: not compared yet)
 
     @property
     def signed(self) -> bool:
@@ -99,6 +100,7 @@ class Trace:
     dtype: str
     weights: str  # where the weights came from: "seed", "pretrained", a path
     steps: list[Step]
+    arch: model.Architecture = model.SIMPLE_CNN
 
     @property
     def confidence(self) -> float:
@@ -158,7 +160,10 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
             formula=_fmt(formula, **fill), code=_fmt(code, **fill), lesson_function=lesson_fn,
         ))
 
-    def pool_cache(layer: model.Layer) -> dict[str, np.ndarray]:
+    def choice_cache(layer: model.Layer) -> dict[str, np.ndarray]:
+        """The choices a layer made, which its backward pass follows (the checks compare them)."""
+        if layer.kind == "relu":
+            return {"mask": p.caches[layer.name][0]}  # where the input was > 0
         if layer.kind != "pool":
             return {}
         argmax = p.caches[layer.name][1][0]  # (C, H_out, W_out) flat index into the input map
@@ -169,7 +174,7 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
         inp = model.layer_input(arch, i)
         used = {k: params[k] for k in layer.params}
         add("forward", layer, layer.out, acts[layer.out], "out", {inp: acts[inp]}, used,
-            pool_cache(layer), inp=inp)
+            choice_cache(layer), inp=inp)
 
     # backward: the loss layer first, then every layer in reverse
     last = arch.layers[-1]
@@ -187,11 +192,12 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
             add("backward", layer, "d" + pname, grads["d" + pname], role, reads, used, {},
                 out="d" + pname, **fill)
         add("backward", layer, "d" + inp, grads["d" + inp], "din", reads, used,
-            pool_cache(layer), out="d" + inp, **fill)
+            choice_cache(layer), out="d" + inp, **fill)
 
     probs = acts[last.out]
     return Trace(index=index, label=int(label), prediction=int(np.argmax(probs)), probs=probs,
-                 loss=float(p.loss), dtype=str(np.dtype(dtype)), weights=weights, steps=steps)
+                 loss=float(p.loss), dtype=str(np.dtype(dtype)), weights=weights, steps=steps,
+                 arch=arch)
 
 
 def trace_digit(params: dict[str, np.ndarray], index: int, *, dtype: str = "float64",

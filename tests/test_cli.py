@@ -113,7 +113,8 @@ def test_verify_exits_nonzero_when_a_gradient_is_wrong(monkeypatch, capsys):
     monkeypatch.setattr(ops, "maxpool2d_backward", lambda dout, cache: real(dout, cache) * 0.5)
     assert cli.main(["verify", "--index", "2"]) == 1
     out = capsys.readouterr().out
-    assert "DISAGREES" in out and "some tensors disagree" in out
+    assert "DISAGREES" in out and "tensor(s) disagree" in out
+    assert "da2 disagrees: the lesson loops: relative error 5.0e-01 > 1e-09" in out
 
 
 def test_debugger_options_before_a_command_are_refused(tmp_path):

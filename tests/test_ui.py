@@ -198,18 +198,19 @@ async def test_pytorch_pane_loads_in_the_background_and_reaches_a_verdict(seed_p
         assert "loading PyTorch..." in text_of(app, "#torch")  # the first paint does not wait
         await wait_for(pilot, lambda: app.reference_state != "loading")
         assert app.reference_state == "ready"
-        assert "agrees to float64 precision" in text_of(app, "#torch")  # filled in by itself
+        # filled in by itself
+        assert "agrees with PyTorch's float64 to 1e-09" in text_of(app, "#torch")
         for name in ("x", "z2", "p1", "dW2", "dx"):
             app.go_to(app.trace.position(name))
             await pilot.pause()
             torch = text_of(app, "#torch")
-            assert "agrees to float64 precision" in torch, torch
+            assert "agrees with PyTorch's float64 to 1e-09" in torch, torch
             assert "max|d|" in torch
         # a new digit is checked again
         await pilot.press("right_square_bracket")
         await wait_for(pilot, lambda: app.trace.steps[app.step_index].torch_value is not None)
         await pilot.pause()
-        assert "agrees to float64 precision" in text_of(app, "#torch")
+        assert "agrees with PyTorch's float64 to 1e-09" in text_of(app, "#torch")
 
 
 async def test_pytorch_pane_shows_disagreement(seed_params):
@@ -217,7 +218,7 @@ async def test_pytorch_pane_shows_disagreement(seed_params):
     async with app.run_test(size=SIZE) as pilot:
         step = app.trace["z1"]
         step.torch_value = step.torch_value + 1.0
-        step.torch_max_abs_diff, step.torch_max_rel_err = 1.0, 0.5
+        step.torch_max_abs_diff, step.torch_max_rel_err, step.torch_ok = 1.0, 0.5, False
         app.go_to(step.index)
         await pilot.pause()
         assert "DISAGREES" in text_of(app, "#torch")
