@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 from rich import box
@@ -96,10 +97,23 @@ def main(args: argparse.Namespace) -> int:
     return verify(args)
 
 
-def verify(args: argparse.Namespace) -> int:
-    """Exit 0 when every tensor agrees three ways, 1 (and the disagreeing tensors named)
-    otherwise."""
-    trace, params = _trace(args, attach=False)
+@dataclass
+class Verification:
+    """The three-way check of one trace: a row per tensor, and what to tell the user."""
+
+    rows: list[dict]
+    problems: list[str]  # "<tensor> disagrees: <why>", in trace order
+    notes: list[str]  # ties the references followed
+    unchecked: dict[str, str]  # gradient -> why finite differences checked none of it
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_trace(trace: Trace, params: dict[str, np.ndarray]) -> Verification:
+    """Every tensor of ``trace`` against the lesson loops and PyTorch, every gradient against
+    finite differences (in float64, from ``params``)."""
     with np.errstate(all="ignore"):  # overflowing weights: the NaN/Inf are reported per tensor
         against = {"lesson": reference.check(trace, reference.lesson_reference(trace)),
                    "torch": reference.check(trace, reference.torch_reference(trace))}
@@ -130,13 +144,23 @@ def verify(args: argparse.Namespace) -> int:
                      "gradcheck": None if g is None else
                      {True: "ok", False: "disagrees", None: "not checked"}[g.ok],
                      "ok": ok})
-    ok_all = not problems
-    unchecked = [name for name, g in checks.items() if g.ok is None]
+    unchecked = {name: g.why_unchecked for name, g in checks.items() if g.ok is None}
+    return Verification(rows, problems, notes, unchecked)
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every tensor agrees three ways, 1 (and the disagreeing tensors named)
+    otherwise."""
+    trace, params = _trace(args, attach=False)
+    v = verify_trace(trace, params)
+    rows, problems, notes, unchecked = v.rows, v.problems, v.notes, v.unchecked
+    tol = reference.TOLERANCE[trace.dtype]
+    ok_all = v.ok
     if args.json:
         json.dump({"index": trace.index, "dtype": trace.dtype, "weights": trace.weights,
                    "tolerances": {"reference": tol,
                                   "gradcheck": gradcheck.GRADCHECK_TOLERANCE},
-                   "notes": notes, "disagreements": problems, "not_checked": unchecked,
+                   "notes": notes, "disagreements": problems, "not_checked": list(unchecked),
                    "ok": ok_all, "tensors": rows}, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return 0 if ok_all else 1
@@ -163,8 +187,8 @@ def verify(args: argparse.Namespace) -> int:
         f"{gradcheck.GRADCHECK_TOLERANCE:.0e}.")
     for n in notes:
         console.print(f"note: {n}")
-    for why in dict.fromkeys(checks[name].why_unchecked for name in unchecked):
-        names = ", ".join(name for name in unchecked if checks[name].why_unchecked == why)
+    for why in dict.fromkeys(unchecked.values()):
+        names = ", ".join(name for name, w in unchecked.items() if w == why)
         console.print(f"note: not checked by finite differences: {names}: {why}")
     for p in problems:
         console.print(f"[bold red]{p}[/]")
