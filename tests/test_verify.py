@@ -116,7 +116,8 @@ def test_confident_digits_agree_in_both_dtypes(dtype, confident_weights, capsys)
     x, label = load_digits().get(index)
     trace = build_trace(params, x, label, dtype=dtype)
     assert trace.probs[label] > 1 - 1e-6
-    for i in (index, 0, 1, 2, 3):
+    # 190, 268 and 1699 were false alarms in float32 at db1 before (the last two: p == 1.0)
+    for i in (index, 0, 1, 190, 268, 1699):
         code, doc = run_verify(capsys, confident_weights, i, dtype)
         assert code == 0, (i, doc["disagreements"])
 
