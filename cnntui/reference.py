@@ -234,8 +234,8 @@ def check(trace: Trace, ref: Reference) -> dict[str, Agreement]:
     tol = TOLERANCE[trace.dtype]
     floor = float(np.finfo(trace.dtype).tiny)  # an all-zero reference: only exact zeros agree
     ties, wrong = choice_differences(trace, ref, tol)
-    tie_text = "; ".join(f"{ref.who}'s {layer} would have broken a tie otherwise in {n} cell(s)"
-                         f", so it followed ours" for layer, n in ties.items())
+    tie_text = "; ".join(f"{ref.who}'s {layer} would break {n} tie(s) otherwise; it follows ours"
+                         for layer, n in ties.items())
     # a choice shapes its layer's output and everything computed after it
     tied_from = min((s.index for s in trace.steps if s.phase == "forward" and s.layer in ties),
                     default=len(trace.steps))

@@ -164,7 +164,7 @@ def test_relu_ties_are_recognised_and_followed(tmp_path, capsys):
             assert code == 0, (index, dtype, doc["disagreements"])
             noted += [n for n in doc["notes"] if "relu" in n]
     assert noted, "no ReLU tie met: the weights no longer make exact zeros"
-    assert "so it followed ours" in noted[0]
+    assert "tie(s) otherwise; it follows ours" in noted[0]
 
 
 def test_a_relu_choice_without_a_tie_is_a_disagreement(monkeypatch, capsys):
