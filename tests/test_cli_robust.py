@@ -1,0 +1,82 @@
+"""Inputs that once broke the command line (issue 7): each gets one sentence on stderr, a fitting
+exit status, no traceback, and no lost or half-written file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnntui import model
+from cnntui.model import SIMPLE_CNN
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+
+
+def cnntui(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnntui", *args], capture_output=True,
+                          text=True, cwd=kwargs.pop("cwd", ROOT), env=env or ENV,
+                          timeout=kwargs.pop("timeout", 120), **kwargs)
+
+
+def one_sentence(stderr: str, words: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnntui: ") and words in lines[0], stderr
+
+
+# ---- a huge extra array ------------------------------------------------------------------------
+
+
+def test_a_huge_extra_array_is_never_read(tmp_path):
+    """400 MB of zeros beside the weights (400 kB on disk): loading reads only the parameters."""
+    path = tmp_path / "padded.npz"
+    np.savez_compressed(path, architecture=np.asarray(SIMPLE_CNN.name),
+                        **SIMPLE_CNN.init_params(), junk=np.zeros(50_000_000))
+    code = textwrap.dedent(f"""
+        import tracemalloc
+        from cnntui import model
+        tracemalloc.start()
+        params, meta = model.load_weights({str(path)!r})
+        print(tracemalloc.get_traced_memory()[1])
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) < 20_000_000  # bytes, against 400 MB for the junk
+
+
+def test_a_parameter_with_a_huge_declared_shape_is_refused_unread(tmp_path):
+    path = tmp_path / "huge_w3.npz"
+    np.savez_compressed(path, **dict(SIMPLE_CNN.init_params(), W3=np.zeros((392, 10, 12_000))))
+    code = textwrap.dedent(f"""
+        import tracemalloc
+        from cnntui import model
+        tracemalloc.start()
+        try:
+            model.load_weights({str(path)!r})
+        except model.WeightsError as e:
+            print(e)
+        print(tracemalloc.get_traced_memory()[1])
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    message, peak = r.stdout.splitlines()
+    assert "W3 shaped (392, 10, 12000)" in message and "needs (392, 10)" in message
+    assert int(peak) < 20_000_000
+
+
+def test_parameters_of_the_wrong_dtype_or_an_odd_architecture_entry_are_refused(tmp_path):
+    params = SIMPLE_CNN.init_params()
+    cases = {
+        "int.npz": (dict(params, W1=np.zeros((4, 1, 3, 3), dtype=np.int64)), "non-numeric"),
+        "arch.npz": (dict(params, architecture=np.zeros(10**6)), "not a readable"),
+    }
+    for name, (arrays, words) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        with pytest.raises(model.WeightsError, match=words):
+            model.load_weights(tmp_path / name)
