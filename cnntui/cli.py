@@ -4,10 +4,10 @@ package touches the UI, imported lazily); the subcommands are headless."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from cnntui.model import PRETRAINED, SEED, WeightsError
+from cnntui.terminal import silence
 
 DEFAULT_APP_WEIGHTS = PRETRAINED  # sample_data/pretrained.npz, made by `cnntui train`
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             return train.main(args)
         raise UserError(f"unknown command {args.command}")
     except BrokenPipeError:  # `cnntui trace | head`: the reader has gone, nothing to report
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        silence(sys.stdout)  # and the flush at exit must not fail either
         return 0
     except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
         print(f"cnntui: {e}", file=sys.stderr)

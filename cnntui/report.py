@@ -10,11 +10,11 @@ import sys
 
 import numpy as np
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from cnntui import gradcheck, lesson, model, reference, stats
 from cnntui.data import load_digits
+from cnntui.terminal import Console
 from cnntui.trace import Trace, build_trace
 
 LESSON_TOLERANCE = 1e-12  # float64: the loops and the fast path add the same products

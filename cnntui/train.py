@@ -717,7 +717,7 @@ def main(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from rich.console import Console
+    from cnntui.terminal import Console
 
     config = config_from_args(args)
     if getattr(args, "bench", False):
@@ -736,7 +736,8 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("--train-limit must be at least 1")
         train_idx = train_idx[:args.train_limit]
     trainer = Trainer(config, params=params, digits=digits, train_idx=train_idx)
-    console = Console(stderr=args.json, highlight=False)
+    # with --out, a reader going away (| head) must not cost the weights
+    console = Console(stderr=args.json, highlight=False, keep_going=bool(args.out))
 
     def on_interrupt(signum: int, frame: object) -> None:
         if trainer.stopping:  # a second Ctrl-C: give up at once

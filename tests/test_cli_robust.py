@@ -80,3 +80,40 @@ def test_parameters_of_the_wrong_dtype_or_an_odd_architecture_entry_are_refused(
         np.savez(tmp_path / name, **arrays)
         with pytest.raises(model.WeightsError, match=words):
             model.load_weights(tmp_path / name)
+
+
+# ---- a closed pipe -----------------------------------------------------------------------------
+
+
+def run_into_closed_pipe(*args: str, lines: int = 0) -> tuple[int, str]:
+    """Run ``cnntui ARGS | head -LINES``: read ``lines`` lines, then close the pipe."""
+    proc = subprocess.Popen([sys.executable, "-m", "cnntui", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    try:
+        for _ in range(lines):
+            proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        return proc.wait(timeout=120), stderr
+    finally:
+        proc.kill()
+
+
+@pytest.mark.parametrize("args, lines", [
+    (["verify"], 0),
+    (["verify", "--json"], 0),
+    (["trace"], 0),
+    (["train", "--epochs", "2", "--train-limit", "64"], 1),
+    (["train", "--epochs", "2", "--train-limit", "64", "--json"], 0),
+])
+def test_a_reader_going_away_is_exit_0(args, lines):
+    status, stderr = run_into_closed_pipe(*args, lines=lines)
+    assert status == 0 and "Traceback" not in stderr and "Exception" not in stderr, stderr
+
+
+def test_train_into_a_closed_pipe_still_saves_its_out_file(tmp_path):
+    out = tmp_path / "w.npz"
+    status, stderr = run_into_closed_pipe("train", "--epochs", "2", "--train-limit", "64",
+                                          "--out", str(out), lines=1)
+    assert status == 0 and "Traceback" not in stderr, stderr
+    assert model.load_weights(out)[1]["epoch"] == 2
