@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from cnntui.model import PRETRAINED, SEED, WeightsError
-from cnntui.terminal import silence
+from cnntui.terminal import replace_unencodable, silence
 
 DEFAULT_APP_WEIGHTS = PRETRAINED  # sample_data/pretrained.npz, made by `cnntui train`
 
@@ -100,6 +100,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    replace_unencodable(sys.stdout, sys.stderr)  # the commands themselves fall back to ASCII
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command:

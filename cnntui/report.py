@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cnntui import gradcheck, lesson, model, reference, stats
 from cnntui.data import load_digits
-from cnntui.terminal import Console
+from cnntui.terminal import Console, encodable
 from cnntui.trace import Trace, build_trace
 
 LESSON_TOLERANCE = 1e-12  # float64: the loops and the fast path add the same products
@@ -67,9 +67,11 @@ def print_trace(trace: Trace, console: Console) -> None:
              f"({trace.confidence:.0%})  loss {trace.loss:.4f}  weights: {trace.weights}"
              f"  {trace.dtype}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=title)
+    # where rich's ellipsis cannot be written (an ASCII locale), a cell too wide folds instead
+    overflow = "ellipsis" if encodable("\u2026", console.file) else "fold"
     for col in ("step", "layer", "shape", "min", "max", "mean", "std", "nan/inf", "vs torch"):
         table.add_column(col, justify="left" if col in ("step", "layer") else "right",
-                         no_wrap=True)
+                         no_wrap=overflow == "ellipsis", overflow=overflow)
     for step in trace.steps:
         s = stats.summarize(step.value)
         bad = s.nan + s.inf

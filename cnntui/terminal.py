@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import rich.console
 
@@ -35,3 +36,26 @@ def silence(stream: object) -> None:
     os.dup2(devnull, fd)
     os.close(devnull)
 
+
+
+def encodable(text: str, stream: object = None) -> bool:
+    """Whether ``stream`` (default stdout) can write ``text``: not in an ASCII locale
+    (``LC_ALL=C``) when ``text`` has box drawing, arrows or a middle dot."""
+    try:
+        text.encode(getattr(stream or sys.stdout, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def glyph(fancy: str, plain: str, stream: object = None) -> str:
+    """``fancy`` where ``stream`` can write it, else its ASCII stand-in ``plain``."""
+    return fancy if encodable(fancy, stream) else plain
+
+
+def replace_unencodable(*streams: object) -> None:
+    """A last resort for text from libraries (rich's ellipsis): characters a stream's encoding
+    lacks become ``?`` instead of a UnicodeEncodeError that loses the whole output."""
+    for stream in streams:
+        if not encodable("\u2026\u2500\u00b7", stream) and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")

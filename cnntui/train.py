@@ -842,6 +842,8 @@ def _print_summary(result: TrainResult, console: Console) -> None:
     """The outcome; the confusion matrix and the misclassified digits once an epoch is done."""
     from rich.table import Table
 
+    from cnntui.terminal import glyph
+
     ev = result.evaluation
     if result.status == "finished":
         console.print(f"[green]{result.message}[/] in {result.seconds:.1f} s")
@@ -855,9 +857,10 @@ def _print_summary(result: TrainResult, console: Console) -> None:
     table.add_column("", style="bold", justify="right")
     for c in range(NUM_CLASSES):
         table.add_column(str(c), justify="right")
+    zero = f"[dim]{glyph('·', '.', console.file)}[/]"
     for r in range(NUM_CLASSES):
         table.add_row(str(r), *(
-            (f"[bold green]{n}[/]" if r == c else f"[bold red]{n}[/]" if n else "[dim]·[/]")
+            (f"[bold green]{n}[/]" if r == c else f"[bold red]{n}[/]" if n else zero)
             for c, n in enumerate(ev.confusion[r])))
     console.print(table)
     wrong = [f"#{i} ({ev.labels[k]}->{ev.predicted[k]})" for k, i in enumerate(ev.indices)

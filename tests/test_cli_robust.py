@@ -117,3 +117,25 @@ def test_train_into_a_closed_pipe_still_saves_its_out_file(tmp_path):
                                           "--out", str(out), lines=1)
     assert status == 0 and "Traceback" not in stderr, stderr
     assert model.load_weights(out)[1]["epoch"] == 2
+
+
+# ---- an ASCII locale ---------------------------------------------------------------------------
+
+ASCII = {**{k: v for k, v in ENV.items() if not k.startswith(("LC_", "LANG", "PYTHONIOENC"))},
+         "LC_ALL": "C", "PYTHONUTF8": "0"}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["trace"], "dW2"),
+    (["verify", "--index", "3"], "all tensors agree"),
+    (["train", "--epochs", "1", "--train-limit", "64", "--out", "{tmp}/w.npz"],
+     "saved the weights"),
+    (["bench", "--repeat", "1", "--batch", "1"], "lesson loops"),
+])
+def test_an_ascii_locale_gets_ascii_output(tmp_path, args, words):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = subprocess.run([sys.executable, "-m", "cnntui", *args], capture_output=True, cwd=ROOT,
+                       env=ASCII, timeout=300)
+    stdout, stderr = r.stdout.decode("ascii"), r.stderr.decode("ascii")  # nothing else
+    assert r.returncode == 0, stderr
+    assert words in stdout and "?" not in stdout and stderr == ""
