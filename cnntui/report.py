@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cnntui import gradcheck, lesson, model, reference, stats
 from cnntui.data import load_digits
-from cnntui.terminal import Console, encodable
+from cnntui.terminal import Console, encodable, finite_or_null
 from cnntui.trace import Trace, build_trace
 
 LESSON_TOLERANCE = 1e-12  # float64: the loops and the fast path add the same products
@@ -55,11 +55,11 @@ def trace_document(trace: Trace, values: bool = False) -> dict:
         if values:
             doc["values"] = step.value.tolist()
         steps.append(doc)
-    return {
+    return finite_or_null({  # NaN and Inf (overflowing weights) become null
         "index": trace.index, "label": trace.label, "prediction": trace.prediction,
         "probs": trace.probs.tolist(), "loss": trace.loss, "dtype": trace.dtype,
         "weights": trace.weights, "steps": steps,
-    }
+    })
 
 
 def print_trace(trace: Trace, console: Console) -> None:
@@ -88,12 +88,13 @@ def print_trace(trace: Trace, console: Console) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.command == "trace":
-        trace, _ = _trace(args)
-        if args.json:
-            json.dump(trace_document(trace, args.values), sys.stdout)
-            sys.stdout.write("\n")
-        else:
-            print_trace(trace, Console())
+        with np.errstate(all="ignore"):  # overflowing weights are flagged in the output
+            trace, _ = _trace(args)
+            if args.json:
+                json.dump(trace_document(trace, args.values), sys.stdout, allow_nan=False)
+                sys.stdout.write("\n")
+            else:
+                print_trace(trace, Console())
         return 0
     return verify(args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -59,3 +60,15 @@ def replace_unencodable(*streams: object) -> None:
     for stream in streams:
         if not encodable("\u2026\u2500\u00b7", stream) and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+
+
+def finite_or_null(value: object) -> object:
+    """``value`` with every NaN and Inf replaced by None, for strict JSON (which has neither):
+    dump the result with ``allow_nan=False``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value

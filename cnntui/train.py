@@ -717,7 +717,7 @@ def main(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from cnntui.terminal import Console
+    from cnntui.terminal import Console, finite_or_null
 
     config = config_from_args(args)
     if getattr(args, "bench", False):
@@ -764,7 +764,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"config": config.metadata(), **result.to_json(), "batch_losses": batch_losses,
                "saved": None if saved is None else str(saved)}
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(finite_or_null(doc), indent=2, allow_nan=False))
     else:
         _print_summary(result, console)
     if saved is not None:

@@ -3,6 +3,7 @@ exit status, no traceback, and no lost or half-written file."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,3 +140,46 @@ def test_an_ascii_locale_gets_ascii_output(tmp_path, args, words):
     stdout, stderr = r.stdout.decode("ascii"), r.stderr.decode("ascii")  # nothing else
     assert r.returncode == 0, stderr
     assert words in stdout and "?" not in stdout and stderr == ""
+
+
+# ---- strict JSON -------------------------------------------------------------------------------
+
+
+def overflowing_weights(tmp_path) -> Path:
+    """Finite weights whose activations overflow: inf in z2, then NaN everywhere after it."""
+    params = SIMPLE_CNN.init_params()
+    params["W1"] = params["W1"] * 1e300
+    params["W2"] = params["W2"] * 1e300
+    return model.save_weights(tmp_path / "overflow.npz", params)
+
+
+def strict_json(text: str) -> object:
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_trace_json_with_overflowing_weights_is_strict_json(tmp_path):
+    r = cnntui("trace", "--json", "--values", "--weights", str(overflowing_weights(tmp_path)))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    doc = strict_json(r.stdout)
+    assert doc["loss"] is None and doc["probs"] == [None] * 10
+    logits = next(s for s in doc["steps"] if s["name"] == "logits")
+    assert logits["nan"] == 10 and logits["min"] is None and logits["values"] == [None] * 10
+    assert logits["torch_max_abs_diff"] is None
+
+
+def test_trace_table_with_overflowing_weights_flags_them(tmp_path):
+    r = cnntui("trace", "--weights", str(overflowing_weights(tmp_path)))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    logits = next(line for line in r.stdout.splitlines() if " logits " in line)
+    assert "nan" in logits and "10/0" in logits
+
+
+def test_train_json_with_overflowing_weights_is_strict_json(tmp_path):
+    r = cnntui("train", "--json", "--epochs", "1", "--train-limit", "64",
+               "--weights", str(overflowing_weights(tmp_path)))
+    doc = strict_json(r.stdout)
+    assert doc["status"] == "diverged" and doc["test_loss"] is None
+    assert "Traceback" not in r.stderr
