@@ -8,16 +8,21 @@ import sys
 
 import rich.console
 
+PIPE_WIDTH = 10_000  # a pipe or a file has no width: rich's default of 80 cuts numbers short
+
 
 class Console(rich.console.Console):
-    """rich's Console, except that a reader going away (``cnntui verify | head``) raises
-    BrokenPipeError, which ``cli.main`` turns into exit 0, instead of rich's SystemExit(1).
+    """rich's Console, except that a pipe or a file gets whole lines, however long, and that a
+    reader going away (``cnntui verify | head``) raises BrokenPipeError, which ``cli.main``
+    turns into exit 0, instead of rich's SystemExit(1).
     With ``keep_going`` the console falls silent instead, so that a command can finish what it
     must not lose (``cnntui train --out w.npz | head`` still saves the weights)."""
 
     def __init__(self, *args: object, keep_going: bool = False, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.keep_going = keep_going
+        if not self.is_terminal and kwargs.get("width") is None:
+            self.width = PIPE_WIDTH  # no ellipsis, no wrapping: the full table
 
     def on_broken_pipe(self) -> None:
         self.quiet = True

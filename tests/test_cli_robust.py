@@ -183,3 +183,31 @@ def test_train_json_with_overflowing_weights_is_strict_json(tmp_path):
     doc = strict_json(r.stdout)
     assert doc["status"] == "diverged" and doc["test_loss"] is None
     assert "Traceback" not in r.stderr
+
+
+# ---- piped tables ------------------------------------------------------------------------------
+
+
+def test_piped_trace_table_has_every_number_whole(tmp_path):
+    r = cnntui("trace", "--weights", str(overflowing_weights(tmp_path)))
+    assert "\u2026" not in r.stdout
+    rows = [line.split() for line in r.stdout.splitlines() if line[:3].strip().isdigit()]
+    assert len(rows) == 25 and all(len(row) == 10 for row in rows)  # no cell cut or wrapped
+    z1 = rows[1]
+    assert z1[1:4] == ["z1", "conv1", "4x28x28"] and z1[5].startswith("3.99e+300")
+
+
+def test_piped_verify_table_is_whole():
+    r = cnntui("verify", "--index", "4")
+    assert r.returncode == 0 and "\u2026" not in r.stdout
+    footer = [line for line in r.stdout.splitlines() if line.startswith("tolerances")]
+    assert len(footer) == 1 and "Finite differences" in footer[0]  # one line, not wrapped
+
+
+def test_piped_train_output_is_whole():
+    r = cnntui("train", "--epochs", "1", "--train-limit", "64")
+    assert r.returncode == 0 and "\u2026" not in r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("training SimpleCNN") and lines[0].endswith("seed 0")
+    wrong = [line for line in lines if line.startswith("misclassified")]
+    assert len(wrong) == 1 and wrong[0].endswith("more")
