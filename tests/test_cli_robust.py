@@ -211,3 +211,34 @@ def test_piped_train_output_is_whole():
     assert lines[0].startswith("training SimpleCNN") and lines[0].endswith("seed 0")
     wrong = [line for line in lines if line.startswith("misclassified")]
     assert len(wrong) == 1 and wrong[0].endswith("more")
+
+
+# ---- temp files and paths ----------------------------------------------------------------------
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and symlinks")
+@pytest.mark.parametrize("kind, words", [
+    ("directory", "is a directory"),
+    ("fifo", "is not a regular file"),
+    ("loop", "is a symlink loop"),
+])
+def test_weights_that_are_not_a_file_are_named_for_what_they_are(tmp_path, kind, words):
+    path = tmp_path / "w.npz"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    else:
+        path.symlink_to(tmp_path / "v.npz")
+        (tmp_path / "v.npz").symlink_to(path)
+    r = cnntui("trace", "--weights", str(path), timeout=30)
+    assert r.returncode == 1
+    one_sentence(r.stderr, words)
+
+
+def test_saving_over_a_private_file_keeps_it_private(tmp_path):
+    path = tmp_path / "w.npz"
+    model.save_weights(path, SIMPLE_CNN.init_params())
+    path.chmod(0o600)
+    model.save_weights(path, SIMPLE_CNN.init_params(), epoch=1)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert model.load_weights(path)[1] == {"epoch": 1}
