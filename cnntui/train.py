@@ -754,8 +754,7 @@ def main(args: argparse.Namespace) -> int:
                                      threads=args.bench_threads)
         return _print_bench(report, args.json, Console())
     params, _ = model.weights_from(args.weights)
-    if args.out:
-        _check_writable(Path(args.out))
+    out = None if args.out is None else _check_writable(args.out)
     digits = load_digits()
     train_idx = digits.train_idx
     if args.train_limit is not None:
@@ -764,7 +763,7 @@ def main(args: argparse.Namespace) -> int:
         train_idx = train_idx[:args.train_limit]
     trainer = Trainer(config, params=params, digits=digits, train_idx=train_idx)
     # with --out, a reader going away (| head) must not cost the weights
-    console = Console(stderr=args.json, highlight=False, keep_going=bool(args.out))
+    console = Console(stderr=args.json, highlight=False, keep_going=out is not None)
 
     def on_interrupt(signum: int, frame: object) -> None:
         if trainer.stopping:  # a second Ctrl-C: give up at once
@@ -780,14 +779,14 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
     saved, note = None, ""
-    if args.out:
+    if out is not None:
         if result.status == "finished":
-            saved = trainer.save(args.out)
+            saved = trainer.save(out)
         elif trainer.epoch_params is not None:
-            saved = trainer.save(args.out, trainer.epoch_params, epoch=trainer.epoch)
+            saved = trainer.save(out, trainer.epoch_params, epoch=trainer.epoch)
             note = f" (the last complete epoch, {trainer.epoch})"
         else:
-            note = f"; no epoch completed, so nothing was written to {args.out}"
+            note = f"; no epoch completed, so nothing was written to {out}"
     if args.json:
         doc = {"config": config.metadata(), **result.to_json(), "batch_losses": batch_losses,
                "saved": None if saved is None else str(saved)}
@@ -804,18 +803,24 @@ def main(args: argparse.Namespace) -> int:
     return 130 if result.status == "cancelled" else 0
 
 
-def _check_writable(path: Path) -> None:
-    """Fail before training, not after it, when ``--out`` cannot be written."""
+def _check_writable(out: str) -> Path:
+    """Fail before training, not after it, when ``--out`` cannot be written; returns the path
+    the weights will be saved to (``.npz`` added)."""
     import tempfile
 
+    if not out.strip():
+        raise ConfigError("--out needs a file name, such as --out weights.npz")
+    path = model.npz_path(out)
+    for p in (Path(out), path):  # the weights go to path, but a directory named out is a slip
+        if p.is_dir():
+            raise ConfigError(f"--out {p} is a directory; give a file name such as {p}/w.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
             pass
     except OSError as e:
         raise ConfigError(f"cannot write --out {path}: {e.strerror or e}") from None
-    if path.is_dir():
-        raise ConfigError(f"--out {path} is a directory; give a file name such as {path}/w.npz")
+    return path
 
 
 def _run_with_progress(trainer: Trainer, console: Console,

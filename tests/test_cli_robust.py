@@ -215,6 +215,19 @@ def test_piped_train_output_is_whole():
 
 # ---- temp files and paths ----------------------------------------------------------------------
 
+def test_out_that_names_a_directory_is_refused_before_training(tmp_path):
+    (tmp_path / "sneaky.npz").mkdir()
+    r = cnntui("train", "--epochs", "50", "--out", str(tmp_path / "sneaky"), timeout=30)
+    assert r.returncode == 1 and "train loss" not in r.stdout
+    one_sentence(r.stderr, "is a directory")
+
+
+def test_an_empty_out_is_refused_before_training():
+    r = cnntui("train", "--epochs", "50", "--out", "", timeout=30)
+    assert r.returncode == 1 and "train loss" not in r.stdout
+    one_sentence(r.stderr, "--out")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and symlinks")
 @pytest.mark.parametrize("kind, words", [
     ("directory", "is a directory"),
