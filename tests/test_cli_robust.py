@@ -215,6 +215,52 @@ def test_piped_train_output_is_whole():
 
 # ---- temp files and paths ----------------------------------------------------------------------
 
+SLOW_SAVE = """
+import pathlib, sys, time
+import numpy as np
+from cnntui import cli
+
+real = np.savez
+
+
+def slow_savez(f, **arrays):  # the save takes long enough to be killed inside it
+    real(f, **arrays)
+    pathlib.Path(sys.argv[2]).touch()
+    time.sleep(60)
+
+
+np.savez = slow_savez
+sys.exit(cli.main(["train", "--epochs", "1", "--train-limit", "64", "--out", sys.argv[1]]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_kill_inside_a_save_leaves_no_temp_file(tmp_path, signame):
+    import signal
+    import time
+
+    out, marker = tmp_path / "w.npz", tmp_path.parent / f"{tmp_path.name}.saving"
+    model.save_weights(out, SIMPLE_CNN.init_params())
+    before = out.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(out), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[1]
+        assert len(list(tmp_path.glob(".w.npz.*.tmp"))) == 1  # in the middle of the save
+        proc.send_signal(getattr(signal, signame))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    one_sentence(stderr, signame)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"] and out.read_bytes() == before
+
+
 def test_out_that_names_a_directory_is_refused_before_training(tmp_path):
     (tmp_path / "sneaky.npz").mkdir()
     r = cnntui("train", "--epochs", "50", "--out", str(tmp_path / "sneaky"), timeout=30)
