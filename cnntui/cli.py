@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"{misplaced[0]} ...")
     try:
         if args.command is None:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):  # it would wait for keys forever
+                raise UserError("the debugger needs a terminal for its input and output; "
+                                "without one, use a command such as cnntui trace (see --help)")
             from screens.app import run_app  # the UI is imported only to launch it
 
             return run_app(args)

@@ -301,3 +301,18 @@ def test_saving_over_a_private_file_keeps_it_private(tmp_path):
     model.save_weights(path, SIMPLE_CNN.init_params(), epoch=1)
     assert path.stat().st_mode & 0o777 == 0o600
     assert model.load_weights(path)[1] == {"epoch": 1}
+
+
+# ---- no terminal -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [[], ["--index", "3"]])
+def test_the_debugger_without_a_terminal_says_so_at_once(args):
+    r = cnntui(*args, stdin=subprocess.DEVNULL, timeout=30)
+    assert r.returncode == 1 and r.stdout == ""
+    one_sentence(r.stderr, "needs a terminal")
+
+
+def test_headless_commands_need_no_terminal():
+    r = cnntui("trace", "--json", stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and json.loads(r.stdout)["label"] == 0
