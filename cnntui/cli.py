@@ -29,13 +29,13 @@ class Killed(BaseException):
         self.signum = signum
 
 
+KILL_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
 def _raise_killed(signum: int, frame: object) -> None:
     for s in KILL_SIGNALS:  # a second kill must not interrupt the cleanup
         signal.signal(s, signal.SIG_IGN)
     raise Killed(signum)
-
-
-KILL_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 @contextmanager

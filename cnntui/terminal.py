@@ -43,10 +43,9 @@ def silence(stream: object) -> None:
     os.close(devnull)
 
 
-
 def encodable(text: str, stream: object = None) -> bool:
-    """Whether ``stream`` (default stdout) can write ``text``: not in an ASCII locale
-    (``LC_ALL=C``) when ``text`` has box drawing, arrows or a middle dot."""
+    """Whether ``stream`` (default stdout) can write ``text`` in its encoding: an ASCII locale
+    (``LC_ALL=C``) cannot write box drawing, arrows, a middle dot or an ellipsis."""
     try:
         text.encode(getattr(stream or sys.stdout, "encoding", None) or "ascii")
     except (UnicodeEncodeError, LookupError):

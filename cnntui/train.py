@@ -601,9 +601,9 @@ def _divergence_message(epoch: int, batch: int, loss: float, smoothed: float | N
     if updates == 0 and not math.isfinite(loss):  # no update yet: the rate played no part
         return (f"the starting weights give a non-finite loss ({loss:.4g}) on the first batch, "
                 f"so there is nothing to train from; start from other weights")
-    return (f"training diverged at epoch {epoch}, batch {batch} (loss {loss:.4g}, recent mean "
-            f"{loss if smoothed is None else smoothed:.4g}, chance is "
-            f"{math.log(NUM_CLASSES):.2f}) with learning rate {lr:.4g}; kept the last good "
+    mean = "" if smoothed in (None, loss) else f", {smoothed:.4g} over recent images"
+    return (f"training diverged at epoch {epoch}, batch {batch} (loss {loss:.4g}{mean}, chance "
+            f"is {math.log(NUM_CLASSES):.2f}) with learning rate {lr:.4g}; kept the last good "
             f"weights; try a smaller learning rate")
 
 
