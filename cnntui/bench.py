@@ -260,8 +260,9 @@ def _fmt_us(us: float) -> str:
 
 
 def print_table(doc: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from cnntui.terminal import Console
 
     ratio = {(r["dtype"], r["batch"]): r["numpy_over_torch"] for r in doc["ratios"]}
     speedup = {(s["dtype"], s["batch"]): s["numpy_over_lesson"] for s in doc["speedups"]}

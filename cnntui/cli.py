@@ -4,16 +4,53 @@ package touches the UI, imported lazily); the subcommands are headless."""
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cnntui.model import PRETRAINED, SEED, WeightsError
+from cnntui.terminal import replace_unencodable, silence
 
 DEFAULT_APP_WEIGHTS = PRETRAINED  # sample_data/pretrained.npz, made by `cnntui train`
 
 
 class UserError(Exception):
     """Something the user can fix; printed as one sentence, exit status 1."""
+
+
+class Killed(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that whatever is under way unwinds: a
+    save in progress removes its temp file (``model.save_weights``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+KILL_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _raise_killed(signum: int, frame: object) -> None:
+    for s in KILL_SIGNALS:  # a second kill must not interrupt the cleanup
+        signal.signal(s, signal.SIG_IGN)
+    raise Killed(signum)
+
+
+@contextmanager
+def _unwind_on_kill() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise Killed instead of ending the process on
+    the spot; the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_killed) for s in KILL_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _index(text: str) -> int:
@@ -100,6 +137,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    replace_unencodable(sys.stdout, sys.stderr)  # the commands themselves fall back to ASCII
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command:
@@ -112,24 +150,20 @@ def main(argv: list[str] | None = None) -> int:
                          f"{misplaced[0]} ...")
     try:
         if args.command is None:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):  # it would wait for keys forever
+                raise UserError("the debugger needs a terminal for its input and output; "
+                                "without one, use a command such as cnntui trace (see --help)")
             from screens.app import run_app  # the UI is imported only to launch it
 
             return run_app(args)
-        if args.command in ("trace", "verify"):
-            from cnntui import report
-
-            return report.main(args)
-        if args.command == "bench":
-            from cnntui import bench
-
-            return bench.main(args)
-        if args.command == "train":
-            from cnntui import train
-
-            return train.main(args)
-        raise UserError(f"unknown command {args.command}")
+        with _unwind_on_kill():
+            return _run_command(args)
+    except Killed as e:
+        print(f"cnntui: stopped by {signal.Signals(e.signum).name}; no file was left "
+              f"half-written", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:  # `cnntui trace | head`: the reader has gone, nothing to report
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        silence(sys.stdout)  # and the flush at exit must not fail either
         return 0
     except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
         print(f"cnntui: {e}", file=sys.stderr)
@@ -137,3 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command in ("trace", "verify"):
+        from cnntui import report
+
+        return report.main(args)
+    if args.command == "bench":
+        from cnntui import bench
+
+        return bench.main(args)
+    if args.command == "train":
+        from cnntui import train
+
+        return train.main(args)
+    raise UserError(f"unknown command {args.command}")

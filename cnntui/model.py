@@ -3,8 +3,12 @@ batched forward and backward passes that the trace, the trainer and the checks a
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import stat
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,13 +170,20 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message is one sentence for the user."""
 
 
+def npz_path(path: str | os.PathLike) -> Path:
+    """Where ``save_weights(path, ...)`` writes: ``path`` with ``.npz`` added if it lacks it."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return path
+    return path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+
+
 def save_weights(path: str | os.PathLike, params: dict[str, np.ndarray],
                  arch: Architecture = SIMPLE_CNN, **metadata: object) -> Path:
     """Write ``params`` (and scalar metadata) to ``path`` as .npz, atomically: a temp file in the
-    same directory renamed over the target, so an interrupted save never leaves half a file."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    same directory renamed over the target, so an interrupted save never leaves half a file.
+    A file saved over keeps its permission bits."""
+    path = npz_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {f"meta_{k}": np.asarray(v) for k, v in metadata.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -181,9 +192,13 @@ def save_weights(path: str | os.PathLike, params: dict[str, np.ndarray],
             np.savez(f, architecture=np.asarray(arch.name), **params, **meta)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a saved file should not be
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp makes it owner-only; a new file should not be
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -191,33 +206,90 @@ def save_weights(path: str | os.PathLike, params: dict[str, np.ndarray],
     return path
 
 
+def _npy_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's (shape, dtype) in an .npz, from the .npy headers alone: no array data is
+    read, so an extra array of gigabytes costs nothing."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    headers = {}
+    with zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            with z.open(member) as f:
+                shape, _, dtype = readers[np.lib.format.read_magic(f)](f)
+            headers[member.removesuffix(".npy")] = (shape, dtype)
+    return headers
+
+
+def _npz_read(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    arrays = {}
+    with zipfile.ZipFile(path) as z:
+        for name in names:
+            with z.open(name + ".npy") as f:
+                arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
+
+
+def _check_regular_file(path: Path) -> None:
+    """Say what ``path`` is when it is not a file to read weights from; never opens it (a FIFO
+    would wait for a writer forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        what = "is a broken symlink" if path.is_symlink() else "does not exist"
+        raise WeightsError(f"weights file {path} {what}") from None
+    except OSError as e:
+        what = "is a symlink loop" if e.errno == errno.ELOOP else f"cannot be read: {e.strerror}"
+        raise WeightsError(f"weights file {path} {what}") from None
+    if stat.S_ISDIR(mode):
+        raise WeightsError(f"weights file {path} is a directory, not an .npz file")
+    if not stat.S_ISREG(mode):
+        raise WeightsError(f"weights file {path} is not a regular file (a FIFO, socket or device)")
+
+
 def load_weights(path: str | os.PathLike, arch: Architecture = SIMPLE_CNN
                  ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Read weights saved by ``save_weights``; returns (params as float64, metadata).
 
-    Raises WeightsError with one clear sentence for a missing, corrupt or mismatched file."""
+    Only the parameters ``arch`` needs and small metadata are read, each after its shape and
+    dtype were checked from its header. Raises WeightsError with one clear sentence for a
+    missing, corrupt or mismatched file."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+    _check_regular_file(path)
+    unreadable = WeightsError(f"weights file {path} is not a readable .npz file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            contents = {k: z[k] for k in z.files}
-    except Exception:  # zipfile, pickle and format errors all mean the same to a user
-        raise WeightsError(f"weights file {path} is not a readable .npz file") from None
+        headers = _npy_headers(path)
+    except OSError as e:
+        raise WeightsError(f"weights file {path} cannot be read: {e.strerror or e}") from None
+    except Exception:  # zipfile and format errors all mean the same to a user
+        raise unreadable from None
+    saved = ["architecture"] if "architecture" in headers else []
+    if saved and (headers["architecture"][0] != () or headers["architecture"][1].kind != "U"):
+        raise unreadable  # a saved architecture is one string
+    for name, shape in arch.param_shapes.items():
+        if name not in headers:
+            raise WeightsError(f"weights file {path} has no {name}, so it is not a {arch.name}")
+        saved_shape, dtype = headers[name]
+        if saved_shape != shape:
+            raise WeightsError(f"weights file {path} has {name} shaped {saved_shape}, "
+                               f"but {arch.name} needs {shape}")
+        if dtype.kind != "f":
+            raise WeightsError(
+                f"weights file {path} has non-finite or non-numeric values in {name}")
+    small_meta = [k for k, (shape, dtype) in headers.items() if k.startswith("meta_")
+                  and math.prod(shape) <= 64 and dtype.kind in "biufU"]
+    try:
+        contents = _npz_read(path, [*arch.param_shapes, *saved, *small_meta])
+    except Exception:
+        raise unreadable from None
     saved_arch = str(contents.pop("architecture", arch.name))
     if saved_arch != arch.name:
         raise WeightsError(f"weights file {path} is for a {saved_arch}, not a {arch.name}")
-    metadata = {k[5:]: v.item() if v.ndim == 0 else v
-                for k, v in contents.items() if k.startswith("meta_")}
+    metadata = {k[5:]: contents[k].item() if contents[k].ndim == 0 else contents[k]
+                for k in small_meta}
     params = {}
-    for name, shape in arch.param_shapes.items():
-        if name not in contents:
-            raise WeightsError(f"weights file {path} has no {name}, so it is not a {arch.name}")
+    for name in arch.param_shapes:
         value = contents[name]
-        if value.shape != shape:
-            raise WeightsError(f"weights file {path} has {name} shaped {value.shape}, "
-                               f"but {arch.name} needs {shape}")
-        if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
+        if not np.all(np.isfinite(value)):
             raise WeightsError(
                 f"weights file {path} has non-finite or non-numeric values in {name}")
         params[name] = value.astype(np.float64)

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from cnntui import gradcheck, model, reference, stats
 from cnntui.data import load_digits
+from cnntui.terminal import Console, encodable, finite_or_null
 from cnntui.trace import Trace, build_trace
 
 
@@ -56,11 +56,11 @@ def trace_document(trace: Trace, values: bool = False) -> dict:
         if values:
             doc["values"] = step.value.tolist()
         steps.append(doc)
-    return {
+    return finite_or_null({  # NaN and Inf (overflowing weights) become null
         "index": trace.index, "label": trace.label, "prediction": trace.prediction,
         "probs": trace.probs.tolist(), "loss": trace.loss, "dtype": trace.dtype,
         "weights": trace.weights, "steps": steps,
-    }
+    })
 
 
 def print_trace(trace: Trace, console: Console) -> None:
@@ -68,9 +68,11 @@ def print_trace(trace: Trace, console: Console) -> None:
              f"({trace.confidence:.0%})  loss {trace.loss:.4f}  weights: {trace.weights}"
              f"  {trace.dtype}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=title)
+    # where rich's ellipsis cannot be written (an ASCII locale), a cell too wide folds instead
+    overflow = "ellipsis" if encodable("\u2026", console.file) else "fold"
     for col in ("step", "layer", "shape", "min", "max", "mean", "std", "nan/inf", "vs torch"):
         table.add_column(col, justify="left" if col in ("step", "layer") else "right",
-                         no_wrap=True)
+                         no_wrap=overflow == "ellipsis", overflow=overflow)
     for step in trace.steps:
         s = stats.summarize(step.value)
         bad = s.nan + s.inf
@@ -87,12 +89,13 @@ def print_trace(trace: Trace, console: Console) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.command == "trace":
-        trace, _ = _trace(args)
-        if args.json:
-            json.dump(trace_document(trace, args.values), sys.stdout)
-            sys.stdout.write("\n")
-        else:
-            print_trace(trace, Console())
+        with np.errstate(all="ignore"):  # overflowing weights are flagged in the output
+            trace, _ = _trace(args)
+            if args.json:
+                json.dump(trace_document(trace, args.values), sys.stdout, allow_nan=False)
+                sys.stdout.write("\n")
+            else:
+                print_trace(trace, Console())
         return 0
     return verify(args)
 

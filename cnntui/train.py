@@ -34,10 +34,13 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 DTYPES = ("float64", "float32")
 NUM_CLASSES = 10
-# A batch loss this far above chance (ln 10 = 2.30) only comes from updates that overshoot: at
-# lr 10 the loss jumps to ~30 in one step and then every ReLU dies, so the loss alone never
-# becomes NaN. Sane runs stay below ~3.
+# A loss this far above chance (ln 10 = 2.30), sustained, only comes from updates that
+# overshoot: at lr 10 the loss jumps to ~30 in one step and then every ReLU dies, so the loss
+# alone never becomes NaN. Sane runs stay below ~3 on average, but one image's loss is not an
+# average: a confident mistake alone exceeds this (batch size 1). So the loss judged is an
+# exponential moving average over about SMOOTHING_IMAGES images (one batch of 64 or more).
 DIVERGED_LOSS = 4 * math.log(NUM_CLASSES)
+SMOOTHING_IMAGES = 64
 
 
 class ConfigError(ValueError):
@@ -469,7 +472,8 @@ class Trainer:
 
         tune_malloc()  # ops.py: long-running callers should keep freed memory (~10% faster here)
         try:
-            result = self._run(emit)
+            with np.errstate(all="ignore"):  # overflow is caught below, as divergence
+                result = self._run(emit)
         finally:
             self._running = False
         emit(RunEnd(result))
@@ -481,7 +485,9 @@ class Trainer:
         with self._lock:
             self.epoch, self.history, self.epoch_params = 0, [], None
             resets = self._resets
-            prev = self._params  # the weights before the last update: the last good ones
+            good = self._params  # the last weights that gave a sane batch loss
+        smoothed = limit = None  # the smoothed loss, and the most it may reach
+        updates = 0
         n = len(self.train_idx)
         status, message = "finished", ""
         epoch = 0
@@ -515,7 +521,15 @@ class Trainer:
                 norms = {k: math.sqrt(float(np.vdot(g, g))) for k, g in grads.items()}
                 new = None
                 # (a sum is NaN or Inf when any of its terms is: cheaper than np.isfinite().all())
-                if p.loss < DIVERGED_LOSS and math.isfinite(sum(norms.values())):
+                finite = math.isfinite(p.loss + sum(norms.values()))
+                if finite:
+                    if smoothed is None:  # a bad start may begin above the limit, not rise
+                        smoothed = p.loss
+                        limit = max(DIVERGED_LOSS, p.loss)
+                    smoothed += min(1.0, len(idx) / SMOOTHING_IMAGES) * (p.loss - smoothed)
+                if finite and smoothed <= limit:
+                    if p.loss <= limit:
+                        good = params
                     new = optimizer.step(params, grads, lr)
                     if not math.isfinite(sum(float(np.sum(v)) for v in new.values())):
                         new = None
@@ -523,19 +537,18 @@ class Trainer:
                     if self._resets != resets:
                         break  # reset during this batch: drop it
                     if new is None:
-                        # these weights came from an update that overshot: go back to the ones
-                        # before it, and start the optimiser afresh (its state is poisoned)
-                        self._params = prev
+                        # these weights came from updates that overshot: go back to the last
+                        # good ones, and start the optimiser afresh (its state is poisoned)
+                        self._params = good
                         self._optimizer = make_optimizer(self._config)
                     else:
-                        prev, self._params = params, new
+                        self._params = new
                 if new is None:
                     status = "diverged"
-                    message = (f"training diverged at epoch {epoch + 1}, batch {b + 1} (loss "
-                               f"{p.loss:.4g}, chance is {math.log(NUM_CLASSES):.2f}) with "
-                               f"learning rate {lr:.4g}; kept the last good weights; "
-                               f"try a smaller learning rate")
+                    message = _divergence_message(epoch + 1, b + 1, p.loss, smoothed, lr,
+                                                  updates)
                     break
+                updates += 1
                 dt = time.perf_counter() - t0
                 compute += dt
                 rate = len(idx) / dt if rate == 0 else 0.8 * rate + 0.2 * len(idx) / dt
@@ -567,7 +580,9 @@ class Trainer:
                 continue
             # the weights were reset: start again at epoch 1
             with self._lock:
-                resets, prev = self._resets, self._params
+                resets, good = self._resets, self._params
+            smoothed = limit = None
+            updates = 0
             epoch = 0
             emit(Reset())
         ev = self.last_evaluation = self.evaluate()
@@ -578,6 +593,18 @@ class Trainer:
             message = f"stopped after {self.epoch} complete epochs"
         return TrainResult(status, message, self.epoch, list(self.history), ev,
                            time.perf_counter() - started - paused_total)
+
+
+def _divergence_message(epoch: int, batch: int, loss: float, smoothed: float | None, lr: float,
+                        updates: int) -> str:
+    """One sentence that blames what made the run stop."""
+    if updates == 0 and not math.isfinite(loss):  # no update yet: the rate played no part
+        return (f"the starting weights give a non-finite loss ({loss:.4g}) on the first batch, "
+                f"so there is nothing to train from; start from other weights")
+    mean = "" if smoothed in (None, loss) else f", {smoothed:.4g} over recent images"
+    return (f"training diverged at epoch {epoch}, batch {batch} (loss {loss:.4g}{mean}, chance "
+            f"is {math.log(NUM_CLASSES):.2f}) with learning rate {lr:.4g}; kept the last good "
+            f"weights; try a smaller learning rate")
 
 
 # ---- the same training in PyTorch (benchmark and tests) ----------------------------------------
@@ -717,7 +744,7 @@ def main(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from rich.console import Console
+    from cnntui.terminal import Console, finite_or_null
 
     config = config_from_args(args)
     if getattr(args, "bench", False):
@@ -727,8 +754,7 @@ def main(args: argparse.Namespace) -> int:
                                      threads=args.bench_threads)
         return _print_bench(report, args.json, Console())
     params, _ = model.weights_from(args.weights)
-    if args.out:
-        _check_writable(Path(args.out))
+    out = None if args.out is None else _check_writable(args.out)
     digits = load_digits()
     train_idx = digits.train_idx
     if args.train_limit is not None:
@@ -736,7 +762,8 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("--train-limit must be at least 1")
         train_idx = train_idx[:args.train_limit]
     trainer = Trainer(config, params=params, digits=digits, train_idx=train_idx)
-    console = Console(stderr=args.json, highlight=False)
+    # with --out, a reader going away (| head) must not cost the weights
+    console = Console(stderr=args.json, highlight=False, keep_going=out is not None)
 
     def on_interrupt(signum: int, frame: object) -> None:
         if trainer.stopping:  # a second Ctrl-C: give up at once
@@ -752,18 +779,18 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
     saved, note = None, ""
-    if args.out:
+    if out is not None:
         if result.status == "finished":
-            saved = trainer.save(args.out)
+            saved = trainer.save(out)
         elif trainer.epoch_params is not None:
-            saved = trainer.save(args.out, trainer.epoch_params, epoch=trainer.epoch)
+            saved = trainer.save(out, trainer.epoch_params, epoch=trainer.epoch)
             note = f" (the last complete epoch, {trainer.epoch})"
         else:
-            note = f"; no epoch completed, so nothing was written to {args.out}"
+            note = f"; no epoch completed, so nothing was written to {out}"
     if args.json:
         doc = {"config": config.metadata(), **result.to_json(), "batch_losses": batch_losses,
                "saved": None if saved is None else str(saved)}
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(finite_or_null(doc), indent=2, allow_nan=False))
     else:
         _print_summary(result, console)
     if saved is not None:
@@ -776,18 +803,24 @@ def main(args: argparse.Namespace) -> int:
     return 130 if result.status == "cancelled" else 0
 
 
-def _check_writable(path: Path) -> None:
-    """Fail before training, not after it, when ``--out`` cannot be written."""
+def _check_writable(out: str) -> Path:
+    """Fail before training, not after it, when ``--out`` cannot be written; returns the path
+    the weights will be saved to (``.npz`` added)."""
     import tempfile
 
+    if not out.strip():
+        raise ConfigError("--out needs a file name, such as --out weights.npz")
+    path = model.npz_path(out)
+    for p in (Path(out), path):  # the weights go to path, but a directory named out is a slip
+        if p.is_dir():
+            raise ConfigError(f"--out {p} is a directory; give a file name such as {p}/w.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path.parent):
             pass
     except OSError as e:
         raise ConfigError(f"cannot write --out {path}: {e.strerror or e}") from None
-    if path.is_dir():
-        raise ConfigError(f"--out {path} is a directory; give a file name such as {path}/w.npz")
+    return path
 
 
 def _run_with_progress(trainer: Trainer, console: Console,
@@ -841,6 +874,8 @@ def _print_summary(result: TrainResult, console: Console) -> None:
     """The outcome; the confusion matrix and the misclassified digits once an epoch is done."""
     from rich.table import Table
 
+    from cnntui.terminal import glyph
+
     ev = result.evaluation
     if result.status == "finished":
         console.print(f"[green]{result.message}[/] in {result.seconds:.1f} s")
@@ -854,9 +889,10 @@ def _print_summary(result: TrainResult, console: Console) -> None:
     table.add_column("", style="bold", justify="right")
     for c in range(NUM_CLASSES):
         table.add_column(str(c), justify="right")
+    zero = f"[dim]{glyph('·', '.', console.file)}[/]"
     for r in range(NUM_CLASSES):
         table.add_row(str(r), *(
-            (f"[bold green]{n}[/]" if r == c else f"[bold red]{n}[/]" if n else "[dim]·[/]")
+            (f"[bold green]{n}[/]" if r == c else f"[bold red]{n}[/]" if n else zero)
             for c, n in enumerate(ev.confusion[r])))
     console.print(table)
     wrong = [f"#{i} ({ev.labels[k]}->{ev.predicted[k]})" for k, i in enumerate(ev.indices)

@@ -188,6 +188,39 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_weights(digits,
     assert len(steps) < 10
 
 
+def test_batch_size_1_trains_through_single_confident_mistakes(digits):
+    """One image's loss can exceed 4 ln 10 (the first Adam step alone gives 13 here) while the
+    run learns: divergence is judged on the loss smoothed over recent images."""
+    trainer = Trainer(TrainConfig(epochs=1, batch_size=1), digits=digits,
+                      train_idx=digits.train_idx[:SMALL])
+    losses = []
+    result = trainer.run(lambda e: isinstance(e, BatchEnd) and losses.append(e.loss))
+    assert result.status == "finished", result.message
+    assert max(losses) > 4 * math.log(10) and len(losses) == SMALL
+    assert result.evaluation.accuracy > 0.5
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_a_far_too_large_lr_still_diverges_and_is_blamed(digits, batch_size):
+    config = TrainConfig(epochs=1, batch_size=batch_size, lr=10.0, schedule="constant")
+    trainer = Trainer(config, digits=digits, train_idx=digits.train_idx[:SMALL])
+    result = trainer.run()
+    assert result.status == "diverged"
+    assert "learning rate 10" in result.message and "smaller learning rate" in result.message
+    assert trainer.evaluate().loss < 4 * math.log(10)  # the last good weights
+
+
+def test_weights_that_overflow_are_blamed_not_the_learning_rate(digits):
+    params = SIMPLE_CNN.init_params()
+    params["W1"] = params["W1"] * 1e300
+    params["W2"] = params["W2"] * 1e300
+    trainer = Trainer(TrainConfig(epochs=1), params=params, digits=digits,
+                      train_idx=digits.train_idx[:SMALL])
+    result = trainer.run()
+    assert result.status == "diverged" and "learning rate" not in result.message
+    assert "starting weights" in result.message and "\n" not in result.message
+
+
 def test_stop_cancels_between_batches(digits):
     trainer = small(digits, epochs=5)
 
