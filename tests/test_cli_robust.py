@@ -200,7 +200,7 @@ def test_piped_trace_table_has_every_number_whole(tmp_path):
 def test_piped_verify_table_is_whole():
     r = cnntui("verify", "--index", "4")
     assert r.returncode == 0 and "\u2026" not in r.stdout
-    footer = [line for line in r.stdout.splitlines() if line.startswith("tolerances")]
+    footer = [line for line in r.stdout.splitlines() if line.startswith("tolerance on")]
     assert len(footer) == 1 and "Finite differences" in footer[0]  # one line, not wrapped
 
 
