@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             if not (sys.stdin.isatty() and sys.stdout.isatty()):  # it would wait for keys forever
+                _check_app_inputs(args)  # a wrong --weights or --index is still told first
                 raise UserError("the debugger needs a terminal for its input and output; "
                                 "without one, use a command such as cnntui trace (see --help)")
             from screens.app import run_app  # the UI is imported only to launch it
@@ -171,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_app_inputs(args: argparse.Namespace) -> None:
+    """Raise the errors ``run_app`` raises for bad weights or a digit index, without the UI."""
+    from cnntui.data import load_digits
+    from cnntui.model import weights_from
+
+    weights_from(args.weights or DEFAULT_APP_WEIGHTS)
+    load_digits().get(args.index)
 
 
 def _run_command(args: argparse.Namespace) -> int:
