@@ -75,19 +75,15 @@ def _numpy_step(dtype: str, batch: int) -> Callable[[], object]:
 
 
 def _lesson_step(dtype: str, batch: int) -> Callable[[], object]:
-    """One image per call through the lesson's SimpleCNN and its backward functions."""
+    """One image per call through the lesson's loop functions, forward and backward."""
     from cnntui import lesson
 
     params, x, labels = _inputs(LESSON_IMAGES, "float64")
-    cnn = lesson.SimpleCNN()
-    for name, value in params.items():
-        setattr(cnn, name, value)
     order = itertools.cycle(range(LESSON_IMAGES))
 
     def step() -> None:
         i = next(order)
-        cnn.forward(x[i])
-        lesson.lesson_backward(cnn, int(labels[i]))
+        lesson.lesson_tensors(params, x[i], int(labels[i]))
 
     return step
 

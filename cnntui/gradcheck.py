@@ -50,9 +50,8 @@ def _loss_and_kinks(arch: model.Architecture, params: dict[str, np.ndarray], x: 
                     label: int) -> tuple[float, list[np.ndarray]]:
     """The loss, and every ReLU mask and pooling argmax: where the network is not smooth."""
     p = model.forward(arch, params, x[None])
-    loss = cross_entropy(p.acts[arch.layers[-2].out][0], label)
-    kinks = [p.caches[layer.name] if layer.kind == "relu" else p.caches[layer.name][1]
-             for layer in arch.layers if layer.kind in ("relu", "pool")]
+    loss = cross_entropy(p.acts[arch.logits][0], label)
+    kinks = [layer.choice(p.caches[layer.name]) for layer in arch.layers if layer.choice_key]
     return loss, kinks
 
 
@@ -70,7 +69,7 @@ def gradcheck(params: dict[str, np.ndarray], x: np.ndarray, label: int, *, sampl
     # that, |a - n| is noise. The loss comes from differences of logits, each rounded relative
     # to the largest logit. CS231n's floor of 1e-8 assumes gradients of order 1 and this noise
     # far below; here the floor is raised until noise alone stays under the tolerance.
-    logit_scale = 1 + float(np.max(np.abs(p.acts[arch.layers[-2].out])))
+    logit_scale = 1 + float(np.max(np.abs(p.acts[arch.logits])))
     with np.errstate(over="ignore", invalid="ignore"):  # Inf here means: nothing resolvable
         noise = 10 * np.finfo(np.float64).eps * abs(base_loss) * logit_scale / h
     rng = np.random.default_rng(seed)

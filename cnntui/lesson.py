@@ -113,7 +113,7 @@ def maxpool_backward(d_output, max_indices, input_shape, pool_size=2, stride=2):
 
 class SimpleCNN:
     """The lesson's network, forward pass as written there (the backward pass is assembled
-    from the lesson's backward functions in ``lesson_backward``)."""
+    from the lesson's backward functions in ``lesson_tensors``)."""
 
     def __init__(self):
         np.random.seed(42)
@@ -150,79 +150,37 @@ class SimpleCNN:
         return -np.log(probs[label] + 1e-15)
 
 
-def lesson_backward(cnn: SimpleCNN, label: int, dlogits: np.ndarray | None = None,
-                    masks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The whole backward pass with the lesson's functions, named as the lesson names tensors.
-
-    ``dlogits`` seeds it instead of the lesson's ``probs - onehot``, and ``masks`` (relu1/relu2
-    -> where the gradient passes) replace ``z > 0``: how to follow another pass's choices."""
-    masks = masks or {}
-    g = {}
-    if dlogits is None:
-        g["dlogits"] = cnn.probs.copy()
-        g["dlogits"][label] -= 1
-    else:
-        g["dlogits"] = np.array(dlogits, dtype=np.float64)
-    g["dW3"] = np.outer(cnn.flat, g["dlogits"])
-    g["db3"] = g["dlogits"].copy()
-    g["dflat"] = cnn.W3 @ g["dlogits"]
-    g["dp2"] = g["dflat"].reshape(cnn.p2.shape)
-    g["da2"] = maxpool_backward(g["dp2"], cnn.p2_idx, cnn.a2.shape)
-    g["dz2"] = g["da2"] * masks.get("relu2", cnn.z2 > 0)
-    g["dp1"], g["dW2"], g["db2"] = conv2d_backward(g["dz2"], cnn.p1, cnn.W2, padding=1)
-    g["da1"] = maxpool_backward(g["dp1"], cnn.p1_idx, cnn.a1.shape)
-    g["dz1"] = g["da1"] * masks.get("relu1", cnn.z1 > 0)
-    g["dx"], g["dW1"], g["db1"] = conv2d_backward(g["dz1"], cnn.x, cnn.W1, padding=1)
-    return g
-
-
 def lesson_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
                    choices: dict[str, np.ndarray] | None = None,
-                   dlogits: np.ndarray | None = None
+                   dlogits: np.ndarray | None = None, arch=None
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every forward and backward tensor of the trace computed by the lesson's loops in float64,
-    for any SimpleCNN weights, and the choices the loops made themselves: relu1/relu2 -> mask
-    ``z > 0``, pool1/pool2 -> flat argmax (row * W + col).
+    """Every forward and backward tensor of a trace computed by the lesson's loop functions in
+    float64, for any architecture (default SimpleCNN) and weights, and the choices its ReLU and
+    pooling layers made themselves (mask ``z > 0``; flat argmax row * W + col), by layer name.
 
-    ``choices`` (the same keys) makes the loops follow another pass's choices from that layer on:
-    ReLU keeps the chosen cells (``a = z`` there, 0 elsewhere) and pooling takes the chosen
-    cell. ``dlogits`` seeds the backward pass (see ``lesson_backward``)."""
+    Each layer runs its ``loops`` twin (cnntui/layers.py): ``conv2d_multi`` with its stride, the
+    single-channel ``conv2d`` per channel for a depthwise conv, ``maxpool2d``, and the lesson's
+    backward functions. ``choices`` (the same keys) makes those layers follow another pass's
+    choices; ``dlogits`` seeds the backward pass instead of the lesson's ``probs - onehot``."""
+    from cnntui import model
+
+    arch = arch or model.SIMPLE_CNN
     choices = choices or {}
-    cnn = SimpleCNN()
-    for name, value in params.items():
-        setattr(cnn, name, np.asarray(value, dtype=np.float64))
-    cnn.x = x = np.asarray(x, dtype=np.float64)
-    own: dict[str, np.ndarray] = {}
-
-    def relu(layer: str, z: np.ndarray) -> np.ndarray:
-        own[layer] = z > 0
-        if layer not in choices:
-            return np.maximum(0, z)
-        return np.where(choices[layer], z, 0.0)
-
-    def pool(layer: str, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p, idx = maxpool2d(a)
-        W = a.shape[-1]
-        own[layer] = idx[..., 0] * W + idx[..., 1]
-        if layer not in choices:
-            return p, idx
-        flat = np.asarray(choices[layer])
-        rows, cols = np.divmod(flat, W)
-        return np.take_along_axis(a.reshape(len(a), -1), flat.reshape(len(a), -1), 1
-                                  ).reshape(p.shape), np.stack([rows, cols], axis=-1)
-
-    # SimpleCNN.forward, one line per tensor, with the choices made replaceable
-    cnn.z1 = conv2d_multi(x, cnn.W1, cnn.b1, padding=1)
-    cnn.a1 = relu("relu1", cnn.z1)
-    cnn.p1, cnn.p1_idx = pool("pool1", cnn.a1)
-    cnn.z2 = conv2d_multi(cnn.p1, cnn.W2, cnn.b2, padding=1)
-    cnn.a2 = relu("relu2", cnn.z2)
-    cnn.p2, cnn.p2_idx = pool("pool2", cnn.a2)
-    cnn.flat = cnn.p2.reshape(-1)
-    cnn.logits = cnn.flat @ cnn.W3 + cnn.b3
-    exp_logits = np.exp(cnn.logits - cnn.logits.max())
-    cnn.probs = exp_logits / exp_logits.sum()
-    forward = {name: getattr(cnn, name)
-               for name in ("x", "z1", "a1", "p1", "z2", "a2", "p2", "flat", "logits", "probs")}
-    masks = {k: v for k, v in choices.items() if k.startswith("relu")}
-    return {**forward, **lesson_backward(cnn, label, dlogits, masks)}, own
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    h = np.asarray(x, dtype=np.float64)
+    tensors, states, own = {"x": h}, {}, {}
+    for layer in arch.layers:
+        h, states[layer.name], chose = layer.loops(params, h, choices.get(layer.name))
+        if chose is not None:
+            own[layer.name] = chose
+        tensors[layer.out] = h
+    if dlogits is None:
+        dlogits = tensors[arch.layers[-1].out].copy()
+        dlogits[label] -= 1
+    d = tensors["d" + arch.logits] = np.array(dlogits, dtype=np.float64)
+    for i in range(len(arch.layers) - 2, -1, -1):
+        layer = arch.layers[i]
+        d, grads = layer.loops_backward(params, d, states[layer.name])
+        tensors.update({"d" + k: v for k, v in grads.items()})
+        tensors["d" + model.layer_input(arch, i)] = d
+    return tensors, own

@@ -10,67 +10,105 @@ import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from cnntui import ops
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer: its kind, the tensor it produces (``out``), and its parameters' names."""
-
-    name: str  # e.g. "conv1"
-    kind: str  # conv | relu | pool | flatten | linear | softmax
-    out: str  # the lesson's name of the tensor it produces, e.g. "z1"
-    params: tuple[str, ...] = ()
-    padding: int = 0
-    stride: int = 1
-    size: int = 2  # pooling window
+from cnntui import layers, ops
 
 
 @dataclass(frozen=True)
 class Architecture:
-    name: str
+    """An input shape and a list of layers; every parameter's shape is derived from them."""
+
+    name: str  # what a weights file records, e.g. "SimpleCNN"
+    key: str  # what --arch takes, e.g. "simple"
     input_shape: tuple[int, int, int]
-    layers: tuple[Layer, ...]
-    param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    layers: tuple[layers.Layer, ...]
+
+    @cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every forward tensor's shape for one image, by name: x, z1, ..."""
+        shapes = {"x": tuple(self.input_shape)}
+        for i, layer in enumerate(self.layers):
+            shapes[layer.out] = layer.output_shape(shapes[layer_input(self, i)])
+        return shapes
+
+    @cached_property
+    def param_specs(self) -> dict[str, layers.ParamSpec]:
+        """Every parameter, in layer order (the order of the lesson's randn calls)."""
+        specs = {}
+        for i, layer in enumerate(self.layers):
+            specs.update(layer.param_specs(self.shapes[layer_input(self, i)]))
+        return specs
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: spec.shape for name, spec in self.param_specs.items()}
+
+    @property
+    def logits(self) -> str:
+        """The name of the tensor the softmax reads."""
+        return self.layers[-2].out
+
+    def layer(self, name: str) -> layers.Layer:
+        return next(layer for layer in self.layers if layer.name == name)
 
     def init_params(self) -> dict[str, np.ndarray]:
         """The lesson's initialisation: ``np.random.seed(42)``, then He-scaled ``randn`` for each
-        weight in order, zeros for the biases."""
+        weight in layer order, zeros for the biases."""
         rng = np.random.RandomState(42)  # the same stream as np.random.seed(42), but private
         params = {}
-        for name, shape in self.param_shapes.items():
-            if name.startswith("W"):
-                fan_in = int(np.prod(shape[1:])) if len(shape) == 4 else shape[0]
-                params[name] = rng.randn(*shape) * np.sqrt(2.0 / fan_in)
+        for name, spec in self.param_specs.items():
+            if spec.role == "weight":
+                params[name] = rng.randn(*spec.shape) * np.sqrt(2.0 / spec.fan_in)
             else:
-                params[name] = np.zeros(shape)
+                params[name] = np.zeros(spec.shape)
         return params
 
 
-SIMPLE_CNN = Architecture(
-    name="SimpleCNN",
-    input_shape=(1, 28, 28),
-    layers=(
-        Layer("conv1", "conv", "z1", ("W1", "b1"), padding=1),
-        Layer("relu1", "relu", "a1"),
-        Layer("pool1", "pool", "p1", size=2, stride=2),
-        Layer("conv2", "conv", "z2", ("W2", "b2"), padding=1),
-        Layer("relu2", "relu", "a2"),
-        Layer("pool2", "pool", "p2", size=2, stride=2),
-        Layer("flatten", "flatten", "flat"),
-        Layer("fc", "linear", "logits", ("W3", "b3")),
-        Layer("softmax", "softmax", "probs"),
-    ),
-    # insertion order is the lesson's order of randn calls: W1, W2, W3
-    param_shapes={"W1": (4, 1, 3, 3), "b1": (4,), "W2": (8, 4, 3, 3), "b2": (8,),
-                  "W3": (392, 10), "b3": (10,)},
-)
+_L = layers
+SIMPLE_CNN = Architecture("SimpleCNN", "simple", (1, 28, 28), (
+    _L.Conv("conv1", "z1", "W1", "b1", filters=4, kernel=3, padding=1),
+    _L.ReLU("relu1", "a1"),
+    _L.MaxPool("pool1", "p1", size=2, stride=2),
+    _L.Conv("conv2", "z2", "W2", "b2", filters=8, kernel=3, padding=1),
+    _L.ReLU("relu2", "a2"),
+    _L.MaxPool("pool2", "p2", size=2, stride=2),
+    _L.Flatten("flatten", "flat"),
+    _L.Linear("fc", "logits", "W3", "b3", features=10),
+    _L.SoftmaxCrossEntropy("softmax", "probs"),
+))
 
-ARCHITECTURES = {SIMPLE_CNN.name: SIMPLE_CNN}
+# the lesson's exercise: strided convolutions instead of max-pooling
+STRIDED_CNN = Architecture("StridedCNN", "strided", (1, 28, 28), (
+    _L.Conv("conv1", "z1", "W1", "b1", filters=4, kernel=3, stride=2, padding=1),
+    _L.ReLU("relu1", "a1"),
+    _L.Conv("conv2", "z2", "W2", "b2", filters=8, kernel=3, stride=2, padding=1),
+    _L.ReLU("relu2", "a2"),
+    _L.Flatten("flatten", "flat"),
+    _L.Linear("fc", "logits", "W3", "b3", features=10),
+    _L.SoftmaxCrossEntropy("softmax", "probs"),
+))
+
+# the lesson's other exercise: conv2 as a depthwise conv then a pointwise one, with no
+# activation between them, as Xception does
+SEPARABLE_CNN = Architecture("SeparableCNN", "separable", (1, 28, 28), (
+    _L.Conv("conv1", "z1", "W1", "b1", filters=4, kernel=3, padding=1),
+    _L.ReLU("relu1", "a1"),
+    _L.MaxPool("pool1", "p1", size=2, stride=2),
+    _L.Conv("conv2d", "z2d", "W2d", "b2d", filters=4, kernel=3, padding=1, groups=4),
+    _L.Conv("conv2p", "z2", "W2p", "b2p", filters=8, kernel=1),
+    _L.ReLU("relu2", "a2"),
+    _L.MaxPool("pool2", "p2", size=2, stride=2),
+    _L.Flatten("flatten", "flat"),
+    _L.Linear("fc", "logits", "W3", "b3", features=10),
+    _L.SoftmaxCrossEntropy("softmax", "probs"),
+))
+
+ARCHITECTURES = {a.key: a for a in (SIMPLE_CNN, STRIDED_CNN, SEPARABLE_CNN)}
+BY_NAME = {a.name: a for a in ARCHITECTURES.values()}
 
 
 def layer_input(arch: Architecture, i: int) -> str:
@@ -94,23 +132,7 @@ def forward(arch: Architecture, params: dict[str, np.ndarray], x: np.ndarray) ->
     caches: dict[str, object] = {}
     h = x
     for layer in arch.layers:
-        if layer.kind == "conv":
-            w, b = (params[p] for p in layer.params)
-            h, caches[layer.name] = ops.conv2d(h, w, b, stride=layer.stride, padding=layer.padding)
-        elif layer.kind == "relu":
-            h, caches[layer.name] = ops.relu(h)
-        elif layer.kind == "pool":
-            h, caches[layer.name] = ops.maxpool2d(h, size=layer.size, stride=layer.stride)
-        elif layer.kind == "flatten":
-            caches[layer.name] = h.shape
-            h = h.reshape(h.shape[0], -1)
-        elif layer.kind == "linear":
-            w, b = (params[p] for p in layer.params)
-            h, caches[layer.name] = ops.linear(h, w, b)
-        elif layer.kind == "softmax":
-            h = ops.softmax(h)
-        else:
-            raise ValueError(f"unknown layer kind {layer.kind!r}")
+        h, caches[layer.name] = layer.forward(params, h)
         acts[layer.out] = h
     return Pass(acts, caches)
 
@@ -119,27 +141,14 @@ def backward(arch: Architecture, params: dict[str, np.ndarray], p: Pass,
              labels: np.ndarray) -> Pass:
     """Backpropagate the batch-mean loss; fills ``p.loss`` and ``p.grads`` in the lesson's order
     (for a layer with parameters: dW, db, then the gradient of its input)."""
-    layers = arch.layers
-    if layers[-1].kind != "softmax" or layers[-2].kind != "linear":
-        raise ValueError("the backward pass expects the network to end in linear + softmax")
-    labels = np.asarray(labels)
-    p.loss, _, dh = ops.softmax_cross_entropy(p.acts[layers[-2].out], labels)
-    grads = {"d" + layers[-2].out: dh}
-    for i in range(len(layers) - 2, -1, -1):
-        layer = layers[i]
-        cache = p.caches[layer.name]
-        if layer.kind == "conv":
-            dh, dw, db = ops.conv2d_backward(dh, cache)
-            grads["d" + layer.params[0]], grads["d" + layer.params[1]] = dw, db
-        elif layer.kind == "linear":
-            dh, dw, db = ops.linear_backward(dh, cache)
-            grads["d" + layer.params[0]], grads["d" + layer.params[1]] = dw, db
-        elif layer.kind == "relu":
-            dh = ops.relu_backward(dh, cache)
-        elif layer.kind == "pool":
-            dh = ops.maxpool2d_backward(dh, cache)
-        elif layer.kind == "flatten":
-            dh = dh.reshape(cache)
+    if not isinstance(arch.layers[-1], layers.SoftmaxCrossEntropy):
+        raise ValueError("the backward pass expects the network to end in a softmax")
+    p.loss, _, dh = ops.softmax_cross_entropy(p.acts[arch.logits], np.asarray(labels))
+    grads = {"d" + arch.logits: dh}
+    for i in range(len(arch.layers) - 2, -1, -1):
+        layer = arch.layers[i]
+        dh, param_grads = layer.backward(params, dh, p.caches[layer.name])
+        grads.update({"d" + k: v for k, v in param_grads.items()})
         grads["d" + layer_input(arch, i)] = dh
     p.grads = grads
     return p

@@ -31,41 +31,10 @@ def torch_logits(arch: model.Architecture, params: dict, x, keep: dict | None = 
     ``choices`` (layer name -> a ReLU's mask or a pool's flat argmax, for one image) makes those
     layers follow them instead of choosing themselves; ``own`` then receives what each such
     layer would have chosen."""
-    import torch
-    import torch.nn.functional as F
-
     choices = choices or {}
     h = x
     for layer in arch.layers[:-1]:
-        if layer.kind == "conv":
-            w, b = (params[p] for p in layer.params)
-            h = F.conv2d(h, w, b, stride=layer.stride, padding=layer.padding)
-        elif layer.kind == "relu":
-            if own is not None:
-                own[layer.name] = (h > 0).detach().numpy()[0]
-            if layer.name in choices:
-                mask = torch.from_numpy(np.asarray(choices[layer.name], dtype=bool)[None])
-                h = torch.where(mask, h, torch.zeros((), dtype=h.dtype))
-            else:
-                h = torch.relu(h)
-        elif layer.kind == "pool":
-            if layer.name not in choices and own is None:
-                h = F.max_pool2d(h, layer.size, layer.stride)
-            else:
-                pooled, idx = F.max_pool2d(h, layer.size, layer.stride, return_indices=True)
-                if own is not None:
-                    own[layer.name] = idx.numpy()[0]
-                if layer.name in choices:
-                    idx = torch.from_numpy(np.asarray(choices[layer.name], dtype=np.int64)[None])
-                    pooled = h.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
-                h = pooled
-        elif layer.kind == "flatten":
-            h = torch.flatten(h, 1)
-        elif layer.kind == "linear":
-            w, b = (params[p] for p in layer.params)
-            h = h @ w + b
-        else:
-            raise ValueError(f"unknown layer kind {layer.kind!r}")
+        h = layer.torch(params, h, choices.get(layer.name), own)
         if keep is not None:
             h.retain_grad()
             keep[layer.out] = h
@@ -103,7 +72,7 @@ def torch_tensors(params: dict[str, np.ndarray], x: np.ndarray, label: int,
         out["d" + inp] = acts[inp].grad.numpy()[0]
         for p in layer.params:
             out["d" + p] = leaf[p].grad.numpy()
-    out["d" + arch.layers[-2].out] = acts[arch.layers[-2].out].grad.numpy()[0]
+    out["d" + arch.logits] = acts[arch.logits].grad.numpy()[0]
     return out, own
 
 
@@ -159,7 +128,8 @@ def lesson_reference(trace: Trace) -> Reference:
     from cnntui import lesson
 
     params, x, ours, dlogits = reference_inputs(trace)
-    tensors, own = lesson.lesson_tensors(params, x, trace.label, choices=ours, dlogits=dlogits)
+    tensors, own = lesson.lesson_tensors(params, x, trace.label, choices=ours, dlogits=dlogits,
+                                         arch=trace.arch)
     return Reference("the lesson loops", tensors, own)
 
 
@@ -242,7 +212,7 @@ def check(trace: Trace, ref: Reference) -> dict[str, Agreement]:
     results = {}
     for step in trace.steps:
         if step.index == trace.first_backward:
-            theirs = dlogits_reference(trace[trace.arch.layers[-2].out].value, trace.label)
+            theirs = dlogits_reference(trace[trace.arch.logits].value, trace.label)
         else:
             theirs = ref.tensors[step.name]
         diff, rel = compare(step.value, np.asarray(theirs).reshape(step.value.shape), floor)
@@ -262,7 +232,7 @@ def attach(trace: Trace) -> None:
     results = check(trace, ref)
     for step in trace.steps:
         a = results[step.name]
-        theirs = (dlogits_reference(trace[trace.arch.layers[-2].out].value, trace.label)
+        theirs = (dlogits_reference(trace[trace.arch.logits].value, trace.label)
                   if step.index == trace.first_backward else ref.tensors[step.name])
         step.torch_value = np.asarray(theirs).reshape(step.value.shape)
         step.torch_max_abs_diff, step.torch_max_rel_err = a.max_abs_diff, a.rel_err

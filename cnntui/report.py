@@ -120,7 +120,8 @@ def verify_trace(trace: Trace, params: dict[str, np.ndarray]) -> Verification:
     with np.errstate(all="ignore"):  # overflowing weights: the NaN/Inf are reported per tensor
         against = {"lesson": reference.check(trace, reference.lesson_reference(trace)),
                    "torch": reference.check(trace, reference.torch_reference(trace))}
-        checks = {g.name: g for g in gradcheck.gradcheck(params, trace["x"].value, trace.label)}
+        checks = {g.name: g for g in gradcheck.gradcheck(params, trace["x"].value, trace.label,
+                                                          arch=trace.arch)}
     tol = reference.TOLERANCE[trace.dtype]
     rows, problems, notes = [], [], []
     for step in trace.steps:

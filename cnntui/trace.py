@@ -11,46 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntui import model
+from cnntui import layers, model
 
-# (layer kind, role) -> (formula, NumPy line); {out} {inp} {W} {b} {label} are filled in per step.
-# role: "out" for the forward tensor, "dW"/"db"/"din" for the backward tensors.
-TEMPLATES: dict[tuple[str, str], tuple[str, str, str | None]] = {
-    # kind, role: formula, numpy code, lesson function
-    ("input", "out"): ("x = (img - mean) / (std + 1e-5), zoomed 8x8 -> 28x28",
-                       "x = prepare(digits.images[i])  # zoom(img, 3.5, order=1), standardise",
-                       None),
-    ("conv", "out"): ("{out}[f,i,j] = sum({inp}[:, i:i+3, j:j+3] * {W}[f]) + {b}[f]",
-                      "{out}, cache = conv2d({inp}, {W}, {b}, padding={padding})  # im2col @ W.T",
-                      "conv2d_multi"),
-    ("relu", "out"): ("{out} = max(0, {inp})", "{out} = np.maximum(0, {inp})", None),
-    ("pool", "out"): ("{out}[c,i,j] = max({inp}[c, 2i:2i+2, 2j:2j+2])",
-                      "{out}, cache = maxpool2d({inp}, size={size}, stride={stride})",
-                      "maxpool2d"),
-    ("flatten", "out"): ("{out} = {inp}.reshape(-1)  (C-order: channel, row, column)",
-                         "{out} = {inp}.reshape(N, -1)", None),
-    ("linear", "out"): ("{out} = {inp} @ {W} + {b}", "{out} = {inp} @ {W} + {b}", None),
-    ("softmax", "out"): ("{out} = exp({inp} - max) / sum(exp({inp} - max))",
-                         "{out} = softmax({inp})", None),
-    ("softmax", "din"): ("{out} = probs - onehot({label})  (loss = -log(probs[{label}] + 1e-15))",
-                         "{out} = probs.copy(); {out}[label] -= 1", None),
-    ("linear", "dW"): ("{out} = {inp}.T @ {dout}", "{out} = {inp}.T @ {dout}", None),
-    ("linear", "db"): ("{out} = sum of {dout} over the batch", "{out} = {dout}.sum(axis=0)", None),
-    ("linear", "din"): ("{out} = {dout} @ {W}.T", "{out} = {dout} @ {W}.T", None),
-    ("flatten", "din"): ("{out} = {dout}.reshape({inp_shape})",
-                         "{out} = {dout}.reshape({inp_shape})", None),
-    ("pool", "din"): ("{out} = {dout} routed to the argmax of each window, 0 elsewhere",
-                      "{out} = maxpool2d_backward({dout}, cache)  # put_along_axis at argmax",
-                      "maxpool_backward"),
-    ("relu", "din"): ("{out} = {dout} * ({inp} > 0)", "{out} = {dout} * ({inp} > 0)", None),
-    ("conv", "dW"): ("{out}[f] = sum_ij {dout}[f,i,j] * {inp}_padded[:, i:i+3, j:j+3]",
-                     "{out} = dout_mat.T @ cols  # one matmul", "conv2d_backward"),
-    ("conv", "db"): ("{out}[f] = sum_ij {dout}[f,i,j]", "{out} = {dout}.sum(axis=(0, 2, 3))",
-                     "conv2d_backward"),
-    ("conv", "din"): ("{out}[:, i:i+3, j:j+3] += {dout}[f,i,j] * {W}[f]  (conv with flipped W)",
-                      "{out} = col2im(dout_mat @ W_mat)  # kH*kW strided adds",
-                      "conv2d_backward"),
-}
+# the input's explanation; every layer explains itself (cnntui/layers.py)
+INPUT_EXPLANATION = layers.Explanation(
+    "x = (img - mean) / (std + 1e-5), zoomed 8x8 -> 28x28",
+    "x = prepare(digits.images[i])  # zoom(img, 3.5, order=1), standardise")
 
 SIGNED_KINDS = {"conv", "linear", "input"}  # outputs of these can be negative
 
@@ -69,6 +35,7 @@ class Step:
     formula: str = ""
     code: str = ""
     lesson_function: str | None = None  # the lesson's loop function for this step, if any
+    layer_object: layers.Layer | None = None  # None for the input
     torch_value: np.ndarray | None = None
     torch_max_abs_diff: float | None = None
     torch_max_rel_err: float | None = None  # max |diff| / max |torch value|
@@ -124,10 +91,6 @@ class Trace:
         return next(i for i, s in enumerate(self.steps) if s.phase == "backward")
 
 
-def _fmt(template: str, **names: object) -> str:
-    return template.format(**names)
-
-
 def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
                 index: int | None = None, dtype: str = "float64", weights: str = "seed",
                 arch: model.Architecture = model.SIMPLE_CNN) -> Trace:
@@ -145,54 +108,44 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
 
     steps: list[Step] = []
 
-    def add(phase: str, layer: model.Layer | None, name: str, value: np.ndarray, role: str,
-            inputs: dict, used: dict, cache: dict, **fill: object) -> None:
-        kind = layer.kind if layer else "input"
-        formula, code, lesson_fn = TEMPLATES[(kind, role)]
-        fill.setdefault("out", name)
-        if layer is not None:
-            fill.update(padding=layer.padding, size=layer.size, stride=layer.stride)
-            for pname in layer.params:
-                fill[pname[0]] = pname
+    def add(phase: str, layer: layers.Layer | None, name: str, value: np.ndarray, role: str,
+            inputs: dict, cache: dict, **names: object) -> None:
+        names.setdefault("out", name)
+        e = INPUT_EXPLANATION if layer is None else layer.explain(role, names)
         steps.append(Step(
-            index=len(steps), phase=phase, layer=layer.name if layer else "input", kind=kind,
-            name=name, value=value, inputs=inputs, params=used, cache=cache,
-            formula=_fmt(formula, **fill), code=_fmt(code, **fill), lesson_function=lesson_fn,
-        ))
+            index=len(steps), phase=phase, layer=layer.name if layer else "input",
+            kind=layer.kind if layer else "input", name=name, value=value, inputs=inputs,
+            params={k: params[k] for k in (layer.params if layer else ())}, cache=cache,
+            formula=e.formula, code=e.code, lesson_function=e.lesson_function,
+            layer_object=layer))
 
-    def choice_cache(layer: model.Layer) -> dict[str, np.ndarray]:
-        """The choices a layer made, which its backward pass follows (the checks compare them)."""
-        if layer.kind == "relu":
-            return {"mask": p.caches[layer.name][0]}  # where the input was > 0
-        if layer.kind != "pool":
-            return {}
-        argmax = p.caches[layer.name][1][0]  # (C, H_out, W_out) flat index into the input map
-        return {"argmax": argmax}
+    def choice_cache(layer: layers.Layer) -> dict[str, np.ndarray]:
+        """The choice a layer made (a ReLU's mask, a pool's argmax), which its backward pass
+        follows and the checks compare."""
+        choice = layer.choice(p.caches[layer.name])
+        return {} if choice is None else {layer.choice_key: choice[0]}
 
-    add("forward", None, "x", acts["x"], "out", {}, {}, {})
+    add("forward", None, "x", acts["x"], "out", {}, {})
     for i, layer in enumerate(arch.layers):
         inp = model.layer_input(arch, i)
-        used = {k: params[k] for k in layer.params}
-        add("forward", layer, layer.out, acts[layer.out], "out", {inp: acts[inp]}, used,
-            choice_cache(layer), inp=inp)
+        add("forward", layer, layer.out, acts[layer.out], "out", {inp: acts[inp]},
+            choice_cache(layer), inp=inp, inp_shape=tuple(acts[inp].shape))
 
     # backward: the loss layer first, then every layer in reverse
     last = arch.layers[-1]
-    logits = arch.layers[-2].out
-    add("backward", last, "d" + logits, grads["d" + logits], "din",
-        {last.out: acts[last.out]}, {}, {}, label=label)
+    add("backward", last, "d" + arch.logits, grads["d" + arch.logits], "din",
+        {last.out: acts[last.out]}, {}, inp=arch.logits, label=label)
     for i in range(len(arch.layers) - 2, -1, -1):
         layer = arch.layers[i]
         inp, dout = model.layer_input(arch, i), "d" + layer.out
-        used = {k: params[k] for k in layer.params}
-        fill = dict(inp=inp, dout=dout, inp_shape=tuple(acts[inp].shape))
+        names = dict(inp=inp, dout=dout, inp_shape=tuple(acts[inp].shape))
         reads = {dout: grads[dout], inp: acts[inp]}
         # a parameterless layer has no dW/db steps
         for pname, role in zip(layer.params, ("dW", "db"), strict=False):
-            add("backward", layer, "d" + pname, grads["d" + pname], role, reads, used, {},
-                out="d" + pname, **fill)
-        add("backward", layer, "d" + inp, grads["d" + inp], "din", reads, used,
-            choice_cache(layer), out="d" + inp, **fill)
+            add("backward", layer, "d" + pname, grads["d" + pname], role, reads, {},
+                **{**names, "out": "d" + pname})
+        add("backward", layer, "d" + inp, grads["d" + inp], "din", reads, choice_cache(layer),
+            **{**names, "out": "d" + inp})
 
     probs = acts[last.out]
     return Trace(index=index, label=int(label), prediction=int(np.argmax(probs)), probs=probs,
@@ -201,9 +154,9 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
 
 
 def trace_digit(params: dict[str, np.ndarray], index: int, *, dtype: str = "float64",
-                weights: str = "seed") -> Trace:
+                weights: str = "seed", arch: model.Architecture = model.SIMPLE_CNN) -> Trace:
     """The trace of digit ``index`` of the digits set."""
     from cnntui.data import load_digits
 
     x, label = load_digits().get(index)
-    return build_trace(params, x, label, index=index, dtype=dtype, weights=weights)
+    return build_trace(params, x, label, index=index, dtype=dtype, weights=weights, arch=arch)

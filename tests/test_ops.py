@@ -87,10 +87,28 @@ def test_conv2d_float32_within_float32_tolerance(rng):
         assert np.max(np.abs(ours - exact)) <= 1e-5 * np.max(np.abs(exact))
 
 
-def test_conv2d_output_not_whole_raises():
-    x = np.zeros((1, 1, 6, 6))
-    with pytest.raises(ValueError, match="not whole"):
-        ops.conv2d(x, np.zeros((1, 1, 3, 3)), stride=2)
+@pytest.mark.parametrize("size,kernel,stride,padding,groups", [
+    (28, 3, 2, 1, 1),  # (28 + 2 - 3) / 2 + 1 = 14.5: rounds down to 14, as the strided CNN needs
+    (6, 3, 2, 0, 1), (7, 4, 3, 1, 2), (14, 3, 2, 1, 4), (9, 2, 4, 0, 1)])
+def test_conv2d_sizes_that_do_not_divide_round_down_as_pytorch(size, kernel, stride, padding,
+                                                                groups, rng):
+    import torch
+    import torch.nn.functional as F
+
+    C, Fo = 4, 8
+    x = rng.standard_normal((2, C, size, size))
+    w = rng.standard_normal((Fo, C // groups, kernel, kernel))
+    b = rng.standard_normal(Fo)
+    out, cache = ops.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+    H_out = (size + 2 * padding - kernel) // stride + 1
+    assert out.shape == (2, Fo, H_out, H_out)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ref = F.conv2d(xt, wt, bt, stride=stride, padding=padding, groups=groups)
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=0, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    ref.backward(torch.tensor(dout))
+    for ours, theirs in zip(ops.conv2d_backward(dout, cache), (xt, wt, bt), strict=True):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=0, atol=1e-11)
 
 
 def test_conv2d_channel_mismatch_raises():
