@@ -63,7 +63,9 @@ def _index(text: str) -> int:
     return value
 
 
-APP_OPTIONS = ("--index", "--weights", "--color")
+APP_OPTIONS = ("--index", "--weights", "--color", "--arch")
+ARCH_HELP = ("simple (the lesson's SimpleCNN, default) | strided (stride-2 convs, no pooling) | "
+             "separable (conv2 depthwise then pointwise); a weights file picks its own")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pretrained | seed | PATH to an .npz (default: pretrained if shipped)")
     parser.add_argument("--color", choices=["auto", "truecolor", "256", "16", "none"],
                         default="auto", help="colour depth of the heatmaps")
+    add_arch(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def weights_and_index(p: argparse.ArgumentParser, weights_default: str = SEED) -> None:
+        add_arch(p)
         p.add_argument("--index", type=_index, default=0, help="digit index (0-1796)")
         p.add_argument("--weights", default=weights_default, help="seed | pretrained | PATH")
         p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
@@ -90,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     weights_and_index(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("summary", help="each architecture's layers, shapes, parameters and MACs")
+    add_arch(p)
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("bench", help="time the lesson loops, the NumPy path and PyTorch")
+    add_arch(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=int, default=None,
                    help="timed rounds per measurement, interleaved (default 15)")
@@ -103,14 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_arch(p: argparse.ArgumentParser) -> None:
+    from cnntui.model import ARCHITECTURES
+
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default=None, help=ARCH_HELP)
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """``cnntui train``; flags left out take TrainConfig's defaults (cnntui/train.py)."""
     from cnntui.train import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train the network on the digits (headless)",
-                       description="Train SimpleCNN on the digits' training split and score it on "
-                                   "the test split. Ctrl-C stops after the current batch.")
+                       description="Train the network (--arch) on the digits' training split and "
+                                   "score it on the test split. Ctrl-C stops after the current "
+                                   "batch.")
+    add_arch(p)
     p.add_argument("--epochs", type=int, help=f"passes over the training set (default {d.epochs})")
     p.add_argument("--lr", type=float, help=f"base learning rate (default {d.lr:g})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
@@ -177,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 def _check_app_inputs(args: argparse.Namespace) -> None:
     """Raise the errors ``run_app`` raises for bad weights or a digit index, without the UI."""
     from cnntui.data import load_digits
-    from cnntui.model import weights_from
+    from cnntui.model import architecture_of, weights_from
 
-    weights_from(args.weights or DEFAULT_APP_WEIGHTS)
+    spec = args.weights or DEFAULT_APP_WEIGHTS
+    weights_from(spec, architecture_of(spec, args.arch))
     load_digits().get(args.index)
 
 
@@ -192,6 +210,10 @@ def _run_command(args: argparse.Namespace) -> int:
         from cnntui import bench
 
         return bench.main(args)
+    if args.command == "summary":
+        from cnntui import summary
+
+        return summary.main(args)
     if args.command == "train":
         from cnntui import train
 

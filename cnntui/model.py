@@ -274,6 +274,15 @@ def load_weights(path: str | os.PathLike, arch: Architecture = SIMPLE_CNN
     saved = ["architecture"] if "architecture" in headers else []
     if saved and (headers["architecture"][0] != () or headers["architecture"][1].kind != "U"):
         raise unreadable  # a saved architecture is one string
+    if saved:
+        try:
+            saved_arch = str(_npz_read(path, saved)["architecture"])
+        except Exception:
+            raise unreadable from None
+        if saved_arch != arch.name:
+            hint = f"; use --arch {BY_NAME[saved_arch].key}" if saved_arch in BY_NAME else ""
+            raise WeightsError(f"weights file {path} is for a {saved_arch}, not a {arch.name}"
+                               f"{hint}")
     for name, shape in arch.param_shapes.items():
         if name not in headers:
             raise WeightsError(f"weights file {path} has no {name}, so it is not a {arch.name}")
@@ -290,9 +299,7 @@ def load_weights(path: str | os.PathLike, arch: Architecture = SIMPLE_CNN
         contents = _npz_read(path, [*arch.param_shapes, *saved, *small_meta])
     except Exception:
         raise unreadable from None
-    saved_arch = str(contents.pop("architecture", arch.name))
-    if saved_arch != arch.name:
-        raise WeightsError(f"weights file {path} is for a {saved_arch}, not a {arch.name}")
+    contents.pop("architecture", None)
     metadata = {k[5:]: contents[k].item() if contents[k].ndim == 0 else contents[k]
                 for k in small_meta}
     params = {}
@@ -309,11 +316,37 @@ PRETRAINED = "pretrained"
 SEED = "seed"
 
 
-def pretrained_path() -> Path:
-    """Where the shipped weights live inside the installed package."""
+def pretrained_path(arch: Architecture = SIMPLE_CNN) -> Path:
+    """Where the shipped weights for ``arch`` live inside the installed package."""
     from importlib.resources import files
 
-    return Path(str(files("sample_data") / "pretrained.npz"))
+    name = "pretrained.npz" if arch is SIMPLE_CNN else f"pretrained-{arch.key}.npz"
+    return Path(str(files("sample_data") / name))
+
+
+def architecture_of(spec: str, key: str | None = None) -> Architecture:
+    """The architecture for ``--weights spec`` and ``--arch key``: a weights file records its
+    own, so ``--weights FILE`` alone picks it; ``--arch`` alone (or neither: simple) for seed
+    and pretrained. A file for another architecture than ``--arch`` gets a WeightsError."""
+    if key is not None and key not in ARCHITECTURES:
+        raise WeightsError(f"there is no architecture {key!r}; choose one of "
+                           f"{', '.join(ARCHITECTURES)}")
+    wanted = ARCHITECTURES[key or SIMPLE_CNN.key]
+    if spec in (SEED, PRETRAINED):
+        return wanted
+    path = Path(spec)
+    _check_regular_file(path)
+    try:
+        headers = _npy_headers(path)
+        saved = str(_npz_read(path, ["architecture"])["architecture"]) \
+            if "architecture" in headers else None
+    except Exception:  # load_weights says what is wrong with the file
+        return wanted
+    if saved is None or key is not None:
+        return wanted  # a file without a record is the lesson's network; load_weights checks
+    if saved not in BY_NAME:
+        raise WeightsError(f"weights file {path} is for a {saved}, which cnntui does not know")
+    return BY_NAME[saved]
 
 
 def weights_from(spec: str, arch: Architecture = SIMPLE_CNN) -> tuple[dict[str, np.ndarray], str]:
@@ -322,8 +355,9 @@ def weights_from(spec: str, arch: Architecture = SIMPLE_CNN) -> tuple[dict[str, 
     if spec == SEED:
         return arch.init_params(), SEED
     if spec == PRETRAINED:
-        path = pretrained_path()
+        path = pretrained_path(arch)
         if not path.is_file():
-            raise WeightsError("no pretrained weights are installed; use --weights seed or a path")
+            raise WeightsError(f"no pretrained weights for {arch.name} are installed; use "
+                               f"--weights seed or a path")
         return load_weights(path, arch)[0], PRETRAINED
     return load_weights(spec, arch)[0], str(spec)

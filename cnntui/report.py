@@ -21,9 +21,11 @@ from cnntui.trace import Trace, build_trace
 
 def _trace(args: argparse.Namespace, attach: bool = True
            ) -> tuple[Trace, dict[str, np.ndarray]]:
-    params, weights = model.weights_from(args.weights)
+    arch = model.architecture_of(args.weights, getattr(args, "arch", None))
+    params, weights = model.weights_from(args.weights, arch)
     x, label = load_digits().get(args.index)
-    trace = build_trace(params, x, label, index=args.index, dtype=args.dtype, weights=weights)
+    trace = build_trace(params, x, label, index=args.index, dtype=args.dtype, weights=weights,
+                        arch=arch)
     if attach:
         reference.attach(trace)
     return trace, params
@@ -59,14 +61,14 @@ def trace_document(trace: Trace, values: bool = False) -> dict:
     return finite_or_null({  # NaN and Inf (overflowing weights) become null
         "index": trace.index, "label": trace.label, "prediction": trace.prediction,
         "probs": trace.probs.tolist(), "loss": trace.loss, "dtype": trace.dtype,
-        "weights": trace.weights, "steps": steps,
+        "weights": trace.weights, "arch": trace.arch.key, "steps": steps,
     })
 
 
 def print_trace(trace: Trace, console: Console) -> None:
-    title = (f"digit #{trace.index}  label {trace.label}  predicted {trace.prediction} "
-             f"({trace.confidence:.0%})  loss {trace.loss:.4f}  weights: {trace.weights}"
-             f"  {trace.dtype}")
+    title = (f"{trace.arch.name}  digit #{trace.index}  label {trace.label}  predicted "
+             f"{trace.prediction} ({trace.confidence:.0%})  loss {trace.loss:.4f}  "
+             f"weights: {trace.weights}  {trace.dtype}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=title)
     # where rich's ellipsis cannot be written (an ASCII locale), a cell too wide folds instead
     overflow = "ellipsis" if encodable("\u2026", console.file) else "fold"
@@ -161,7 +163,8 @@ def verify(args: argparse.Namespace) -> int:
     tol = reference.TOLERANCE[trace.dtype]
     ok_all = v.ok
     if args.json:
-        json.dump({"index": trace.index, "dtype": trace.dtype, "weights": trace.weights,
+        json.dump({"index": trace.index, "arch": trace.arch.key, "dtype": trace.dtype,
+                   "weights": trace.weights,
                    "tolerances": {"reference": tol,
                                   "gradcheck": gradcheck.GRADCHECK_TOLERANCE},
                    "notes": notes, "disagreements": problems, "not_checked": list(unchecked),
@@ -169,7 +172,8 @@ def verify(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0 if ok_all else 1
     console = Console()
-    table = Table(title=f"verify digit #{trace.index} ({trace.dtype}, weights: {trace.weights})")
+    table = Table(title=f"verify {trace.arch.name} digit #{trace.index} ({trace.dtype}, "
+                        f"weights: {trace.weights})")
     for col in ("name", "lesson loops rel", "PyTorch max|d|", "PyTorch rel",
                 "finite diff rel (entries)", "verdict"):
         table.add_column(col, justify="left" if col in ("name", "verdict") else "right")

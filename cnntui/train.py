@@ -611,9 +611,9 @@ def _divergence_message(epoch: int, batch: int, loss: float, smoothed: float | N
 
 
 def torch_train(config: TrainConfig, params: dict[str, np.ndarray], x: np.ndarray,
-                labels: np.ndarray, epochs: int | None = None
+                labels: np.ndarray, epochs: int | None = None, arch: Architecture = SIMPLE_CNN
                 ) -> tuple[dict[str, np.ndarray], float]:
-    """Train a PyTorch copy of SimpleCNN exactly as ``Trainer.run`` trains: the same initial
+    """Train a PyTorch copy of ``arch`` exactly as ``Trainer.run`` trains: the same initial
     weights, batches (``epoch_plan``), shifts, schedule and update rule (torch.optim.SGD, or
     AdamW for our decoupled Adam; weight decay on the weights only). No evaluation.
 
@@ -627,7 +627,7 @@ def torch_train(config: TrainConfig, params: dict[str, np.ndarray], x: np.ndarra
     from cnntui.reference import torch_logits
 
     def net(xb: torch.Tensor) -> torch.Tensor:
-        return torch_logits(SIMPLE_CNN, t, xb)
+        return torch_logits(arch, t, xb)
 
     groups = [{"params": [t[k] for k in t if k.startswith("W")],
                "weight_decay": config.weight_decay},
@@ -662,7 +662,8 @@ def torch_train(config: TrainConfig, params: dict[str, np.ndarray], x: np.ndarra
     return trained, epochs * n / compute
 
 
-def _bench_worker(framework: str, config: dict, epochs: int, threads: int | None) -> None:
+def _bench_worker(framework: str, config: dict, epochs: int, threads: int | None,
+                  arch_key: str = SIMPLE_CNN.key) -> None:
     """One side of ``bench_against_torch``, in its own process; prints images/s."""
     import json
 
@@ -670,6 +671,7 @@ def _bench_worker(framework: str, config: dict, epochs: int, threads: int | None
 
     tune_malloc()  # as Trainer.run does; glibc's malloc serves PyTorch's CPU tensors too
     cfg = TrainConfig(**{**config, "betas": tuple(config["betas"]), "epochs": epochs})
+    arch = model.ARCHITECTURES[arch_key]
     digits = load_digits()
     if framework == "torch":
         import torch
@@ -677,17 +679,19 @@ def _bench_worker(framework: str, config: dict, epochs: int, threads: int | None
         if threads:
             torch.set_num_threads(threads)
         x, y = digits.images[digits.train_idx], digits.labels[digits.train_idx]
-        torch_train(cfg, SIMPLE_CNN.init_params(), x, y, epochs=1)  # warm-up
-        rate = torch_train(cfg, SIMPLE_CNN.init_params(), x, y)[1]
+        torch_train(cfg, arch.init_params(), x, y, epochs=1, arch=arch)  # warm-up
+        rate = torch_train(cfg, arch.init_params(), x, y, arch=arch)[1]
     else:
-        history = Trainer(replace(cfg, epochs=epochs + 1)).run().history[1:]  # 1st: warm-up
+        # the first epoch is a warm-up
+        history = Trainer(replace(cfg, epochs=epochs + 1), arch=arch).run().history[1:]
         n = len(digits.train_idx)
         rate = n * len(history) / sum(n / e.images_per_s for e in history)
     print(json.dumps({"framework": framework, "images_per_s": rate}))
 
 
 def bench_against_torch(config: TrainConfig | None = None, epochs: int = 3, rounds: int = 5,
-                        threads: int | None = None) -> dict[str, object]:
+                        threads: int | None = None, arch: Architecture = SIMPLE_CNN
+                        ) -> dict[str, object]:
     """Training images per second of this trainer and of ``torch_train`` for the same network,
     batch size, optimiser and dtype (evaluation excluded from both). Each measurement is a fresh
     process, alternating NumPy and PyTorch ``rounds`` times, so the two thread pools never fight
@@ -708,13 +712,13 @@ def bench_against_torch(config: TrainConfig | None = None, epochs: int = 3, roun
     for _ in range(rounds):
         for framework in rates:
             code = (f"from cnntui.train import _bench_worker; _bench_worker({framework!r}, "
-                    f"{config.metadata()!r}, {epochs}, {threads!r})")
+                    f"{config.metadata()!r}, {epochs}, {threads!r}, {arch.key!r})")
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                  check=True, env=env).stdout
             rates[framework].append(json.loads(out.splitlines()[-1])["images_per_s"])
     numpy_rate, torch_rate = (float(np.median(r)) for r in rates.values())
     numpy_best, torch_best = (max(r) for r in rates.values())
-    return {"batch_size": config.batch_size, "optimizer": config.optimizer,
+    return {"arch": arch.key, "batch_size": config.batch_size, "optimizer": config.optimizer,
             "dtype": config.dtype, "epochs": epochs, "rounds": rounds,
             "threads": threads or os.cpu_count(),
             "numpy_images_per_s": numpy_rate, "torch_images_per_s": torch_rate,
@@ -747,13 +751,14 @@ def main(args: argparse.Namespace) -> int:
     from cnntui.terminal import Console, finite_or_null
 
     config = config_from_args(args)
+    arch = model.architecture_of(args.weights, getattr(args, "arch", None))
     if getattr(args, "bench", False):
         if args.bench_epochs < 1 or (args.bench_threads is not None and args.bench_threads < 1):
             raise ConfigError("--bench-epochs and --bench-threads must be at least 1")
         report = bench_against_torch(config, epochs=args.bench_epochs,
-                                     threads=args.bench_threads)
+                                     threads=args.bench_threads, arch=arch)
         return _print_bench(report, args.json, Console())
-    params, _ = model.weights_from(args.weights)
+    params, _ = model.weights_from(args.weights, arch)
     out = None if args.out is None else _check_writable(args.out)
     digits = load_digits()
     train_idx = digits.train_idx
@@ -761,7 +766,7 @@ def main(args: argparse.Namespace) -> int:
         if args.train_limit < 1:
             raise ConfigError("--train-limit must be at least 1")
         train_idx = train_idx[:args.train_limit]
-    trainer = Trainer(config, params=params, digits=digits, train_idx=train_idx)
+    trainer = Trainer(config, params=params, digits=digits, train_idx=train_idx, arch=arch)
     # with --out, a reader going away (| head) must not cost the weights
     console = Console(stderr=args.json, highlight=False, keep_going=out is not None)
 
