@@ -43,7 +43,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cnntui import ops
+from cnntui import model, ops
 
 BATCHES = (1, 64, 256)
 DTYPES = ("float64", "float32")
@@ -57,46 +57,49 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # ---- the workers ------------------------------------------------------------------------------
 
 
-def _inputs(batch: int, dtype: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _inputs(batch: int, dtype: str, arch: str
+            ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The seed weights and the first ``batch`` digits (real inputs: ReLU zeros, pooling ties)."""
     from cnntui.data import load_digits
-    from cnntui.model import SIMPLE_CNN, cast_params
+    from cnntui.model import ARCHITECTURES, cast_params
 
     digits = load_digits()
     x = np.ascontiguousarray(digits.images[:batch], dtype=dtype)
-    return cast_params(SIMPLE_CNN.init_params(), dtype), x, digits.labels[:batch].copy()
+    params = ARCHITECTURES[arch].init_params()
+    return cast_params(params, dtype), x, digits.labels[:batch].copy()
 
 
-def _numpy_step(dtype: str, batch: int) -> Callable[[], object]:
-    from cnntui.model import SIMPLE_CNN, loss_and_grads
+def _numpy_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
+    from cnntui.model import ARCHITECTURES, loss_and_grads
 
-    params, x, labels = _inputs(batch, dtype)
-    return lambda: loss_and_grads(SIMPLE_CNN, params, x, labels)
+    params, x, labels = _inputs(batch, dtype, arch)
+    return lambda: loss_and_grads(ARCHITECTURES[arch], params, x, labels)
 
 
-def _lesson_step(dtype: str, batch: int) -> Callable[[], object]:
+def _lesson_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
     """One image per call through the lesson's loop functions, forward and backward."""
     from cnntui import lesson
+    from cnntui.model import ARCHITECTURES
 
-    params, x, labels = _inputs(LESSON_IMAGES, "float64")
+    params, x, labels = _inputs(LESSON_IMAGES, "float64", arch)
     order = itertools.cycle(range(LESSON_IMAGES))
 
     def step() -> None:
         i = next(order)
-        lesson.lesson_tensors(params, x[i], int(labels[i]))
+        lesson.lesson_tensors(params, x[i], int(labels[i]), arch=ARCHITECTURES[arch])
 
     return step
 
 
-def _torch_step(dtype: str, batch: int) -> Callable[[], object]:
+def _torch_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
     """The same network in functional PyTorch with the same weights; autograd for every grad."""
     import torch
     import torch.nn.functional as F
 
-    from cnntui.model import SIMPLE_CNN
+    from cnntui.model import ARCHITECTURES
     from cnntui.reference import torch_logits
 
-    params, x, labels = _inputs(batch, dtype)
+    params, x, labels = _inputs(batch, dtype, arch)
     tdtype = getattr(torch, dtype)
     p = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
     xt = torch.tensor(x, requires_grad=True)  # dx is computed by NumPy too
@@ -106,7 +109,7 @@ def _torch_step(dtype: str, batch: int) -> Callable[[], object]:
     def step() -> None:
         for t in leaves:
             t.grad = None
-        F.cross_entropy(torch_logits(SIMPLE_CNN, p, xt), yt).backward()
+        F.cross_entropy(torch_logits(ARCHITECTURES[arch], p, xt), yt).backward()
 
     return step
 
@@ -143,7 +146,7 @@ def _worker(impls: list[str], threads: int) -> None:
         msg = json.loads(line)
         key = (msg["impl"], msg["dtype"], msg["batch"])
         if msg["cmd"] == "prepare":  # build, warm up, and choose calls per round
-            step = STEPS[msg["impl"]](msg["dtype"], msg["batch"])
+            step = STEPS[msg["impl"]](msg["dtype"], msg["batch"], msg["arch"])
             start, calls = time.perf_counter(), 0
             while calls < 3 or (time.perf_counter() - start < 0.15 and calls < 200):
                 step()
@@ -192,7 +195,7 @@ class _Worker:
 
 
 def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] = BATCHES,
-        with_torch: bool | None = None) -> dict:
+        with_torch: bool | None = None, arch: str = "simple") -> dict:
     """Measure everything; returns the JSON document described in the module docstring."""
     threads = threads or 1
     if with_torch is None:
@@ -210,7 +213,7 @@ def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] =
         hello = {name: w.ask() for name, w in workers.items()}
         calls = {}
         for c in configs:
-            msg = {"cmd": "prepare", "impl": c[0], "dtype": c[1], "batch": c[2]}
+            msg = {"cmd": "prepare", "impl": c[0], "dtype": c[1], "batch": c[2], "arch": arch}
             calls[c] = workers[owner[c[0]]].ask(msg)["calls"]
         samples: dict[tuple, list[float]] = {c: [] for c in configs}
         for r in range(rounds):
@@ -221,7 +224,7 @@ def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] =
     finally:
         for w in workers.values():
             w.close()
-    return _document(configs, samples, calls, rounds, threads, hello)
+    return {"arch": arch, **_document(configs, samples, calls, rounds, threads, hello)}
 
 
 def _document(configs, samples, calls, rounds, threads, hello) -> dict:
@@ -262,7 +265,8 @@ def print_table(doc: dict) -> None:
 
     ratio = {(r["dtype"], r["batch"]): r["numpy_over_torch"] for r in doc["ratios"]}
     speedup = {(s["dtype"], s["batch"]): s["numpy_over_lesson"] for s in doc["speedups"]}
-    table = Table(title=f"SimpleCNN forward + backward per image: median of {doc['rounds']} "
+    name = model.ARCHITECTURES[doc["arch"]].name
+    table = Table(title=f"{name} forward + backward per image: median of {doc['rounds']} "
                         f"rounds, {doc['threads']} thread(s) each")
     # np/torch: NumPy's time over PyTorch's (below 1 is faster); vs loops: the lesson's loops'
     # time over NumPy's
@@ -300,7 +304,8 @@ def main(args: argparse.Namespace) -> int:
     batches = tuple(getattr(args, "batch", None) or BATCHES)
     if not all(1 <= b <= MAX_BATCH for b in batches):
         raise ValueError(f"--batch sizes must be between 1 and {MAX_BATCH} (the digits set)")
-    doc = run(rounds=rounds, threads=threads, batches=batches)
+    doc = run(rounds=rounds, threads=threads, batches=batches,
+              arch=getattr(args, "arch", None) or "simple")
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

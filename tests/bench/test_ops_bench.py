@@ -45,7 +45,7 @@ def _run(benchmark, step, impl: str, dtype: str) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_numpy_forward_backward(benchmark, dtype):
-    step = bench._numpy_step(dtype, BATCH)
+    step = bench._numpy_step(dtype, BATCH, "simple")
     p = step()
     assert p.grads["dW1"].dtype == np.dtype(dtype) and np.isfinite(p.loss)
     _run(benchmark, step, "numpy", dtype)
@@ -54,7 +54,7 @@ def test_numpy_forward_backward(benchmark, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_torch_forward_backward(benchmark, dtype):
     pytest.importorskip("torch")
-    _run(benchmark, bench._torch_step(dtype, BATCH), "torch", dtype)
+    _run(benchmark, bench._torch_step(dtype, BATCH, "simple"), "torch", dtype)
 
 
 def test_numpy_and_torch_compute_the_same_gradients():
@@ -62,7 +62,7 @@ def test_numpy_and_torch_compute_the_same_gradients():
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
-    params, x, labels = bench._inputs(BATCH, "float64")
+    params, x, labels = bench._inputs(BATCH, "float64", "simple")
     ours = loss_and_grads(SIMPLE_CNN, params, x, labels)
     p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     logits = torch_logits(SIMPLE_CNN, p, torch.tensor(x))
