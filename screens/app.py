@@ -70,7 +70,8 @@ class CnnApp(App[int]):
     def __init__(self, params: dict[str, np.ndarray], weights_desc: str = "seed", *,
                  index: int = 0, color: str = "auto", reference: str = "thread",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
-                 trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None):
+                 trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None,
+                 arch: model.Architecture = model.SIMPLE_CNN):
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
         self.color_mode = detect_mode() if color == "auto" else color
@@ -82,11 +83,12 @@ class CnnApp(App[int]):
             self.console._color_system = COLOR_SYSTEMS[self.color_mode]
         self.params = params
         self.weights_desc = weights_desc
+        self.arch = arch
         self.digits = load_digits()
         self.digits.get(index)  # a clear IndexError before anything starts
         self.index = index
         self.step_index = 0
-        self.trace: Trace = trace_digit(params, index, weights=weights_desc)
+        self.trace: Trace = trace_digit(params, index, weights=weights_desc, arch=arch)
         self.reference_mode = reference
         self.reference_state = "off" if reference == "off" else "loading"
         self.predictions_mode = predictions
@@ -98,7 +100,8 @@ class CnnApp(App[int]):
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
         self.trainer_factory = trainer_factory or (
-            lambda params: Trainer(TrainConfig(), params=params, digits=self.digits))
+            lambda params: Trainer(TrainConfig(), params=params, digits=self.digits,
+                                   arch=self.arch))
         self.training: TrainingScreen | None = None
         if reference == "sync":
             self._attach_now()
@@ -124,7 +127,8 @@ class CnnApp(App[int]):
         """Show digit ``index`` (wrapping around the set) at the same step."""
         index %= len(self.digits.labels)
         self.index = index
-        self.trace = trace_digit(self.params, index, weights=self.weights_desc)
+        self.trace = trace_digit(self.params, index, weights=self.weights_desc, arch=self.arch)
+        self.step_index = min(self.step_index, len(self.trace.steps) - 1)
         if self.reference_mode == "sync":
             self._attach_now()
         elif self.reference_mode == "thread" and self.reference_state == "ready":
@@ -132,9 +136,16 @@ class CnnApp(App[int]):
         self.stepper.new_trace()
 
     def set_weights(self, params: dict[str, np.ndarray], desc: str,
-                    index: int | None = None) -> None:
-        """Show ``params`` (named ``desc`` in the header) at the same step, on digit ``index``
-        (default: the current one); the picker's predictions are recomputed."""
+                    index: int | None = None, arch: model.Architecture | None = None) -> None:
+        """Show ``params`` (named ``desc`` in the header; for ``arch``, default the current one)
+        at the same step, on digit ``index`` (default: the current one); the picker's
+        predictions are recomputed."""
+        if arch is not None and arch is not self.arch:
+            self.arch = arch
+            if self.training is not None:  # it trains the other architecture
+                self.training.trainer.stop()
+                self.uninstall_screen("training")
+                self.training = None
         self.params = params
         self.weights_desc = desc
         self.predictions = self.confidences = None
@@ -144,6 +155,16 @@ class CnnApp(App[int]):
             self._store_predictions(*self._compute_predictions())
         elif self.predictions_mode == "thread" and self.reference_state != "loading":
             self.ensure_predictions()
+
+    def switch_arch(self, key: str) -> None:
+        """Open architecture ``key`` with its shipped weights (the seed ones if none ship)."""
+        arch = model.ARCHITECTURES[key]
+        try:
+            params, desc = model.weights_from(model.PRETRAINED, arch)
+        except model.WeightsError:
+            params, desc = model.weights_from(model.SEED, arch)
+        self.set_weights(params, desc, arch=arch)
+        self.notify(f"{arch.name}: {desc} weights, {len(self.trace.steps)} steps")
 
     def stepper_action(self, name: str) -> None:
         getattr(self.stepper, f"action_{name}")()
@@ -194,7 +215,7 @@ class CnnApp(App[int]):
     def _compute_predictions(self, params: dict[str, np.ndarray] | None = None
                              ) -> tuple[np.ndarray, np.ndarray]:
         params = self.params if params is None else params
-        probs = model.predict(model.SIMPLE_CNN, params, self.digits.images)
+        probs = model.predict(self.arch, params, self.digits.images)
         return probs.argmax(axis=1), probs.max(axis=1)
 
     def _store_predictions(self, predictions: np.ndarray, confidences: np.ndarray) -> None:
@@ -288,11 +309,11 @@ class CnnApp(App[int]):
 def run_app(args: argparse.Namespace) -> int:
     """``cnntui`` without a subcommand. Weight and index errors raise before the app starts
     (``cnntui.cli`` prints them as one sentence and exits 1)."""
-    from cnntui.cli import DEFAULT_APP_WEIGHTS
-
-    spec = args.weights or DEFAULT_APP_WEIGHTS
-    params, desc = model.weights_from(spec)
+    spec = args.weights or model.PRETRAINED
+    arch = model.architecture_of(spec, getattr(args, "arch", None))
+    params, desc = model.weights_from(spec, arch)
     load_digits().get(args.index)
-    app = CnnApp(params, desc, index=args.index, color=getattr(args, "color", "auto"))
+    app = CnnApp(params, desc, index=args.index, color=getattr(args, "color", "auto"),
+                 arch=arch)
     result = app.run()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code)

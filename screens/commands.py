@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from cnntui import model
+
 if TYPE_CHECKING:
     from screens.app import CnnApp
     from screens.training import TrainingScreen
@@ -55,6 +57,9 @@ class CnnCommands(Provider):
             ("Toggle values table", partial(app.stepper_action, "values"), "v"),
             ("Toggle |grad| log view", partial(app.stepper_action, "magnitude"), "a"),
             ("Train the network (training screen)", app.action_train, "t"),
+            *((f"Architecture: {a.key} ({a.name}, {len(a.param_shapes)} parameter tensors)",
+               partial(app.switch_arch, a.key), "opens its shipped weights")
+              for a in model.ARCHITECTURES.values() if a is not app.arch),
             ("Save screenshot (SVG)", app.action_screenshot, "ctrl+s"),
             ("Help: all keys", app.action_help, "? F1"),
             ("Quit", app.action_quit, "q ctrl+q"),

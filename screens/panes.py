@@ -45,6 +45,7 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False) -> Tex
     t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
              "green" if right else "bold red")
     t.append(")  ")
+    t.append(f"{trace.arch.key} ", "bold")
     t.append("weights: ", KEY_STYLE)
     t.append(weights)
     return t
