@@ -225,18 +225,43 @@ def check(trace: Trace, ref: Reference) -> dict[str, Agreement]:
     return results
 
 
-def attach(trace: Trace) -> None:
-    """Fill the ``torch_*`` fields of every step: PyTorch's value (float64, from the very weights
-    and input of the trace, its backward seeded with our dlogits) and how far ours is from it."""
+@dataclass(frozen=True)
+class TorchResult:
+    """PyTorch's value of one step (float64) and how far ours is from it."""
+
+    value: np.ndarray
+    agreement: Agreement
+
+
+def torch_results(trace: Trace) -> dict[str, TorchResult]:
+    """PyTorch's value of every step (float64, from the very weights and input of the trace, its
+    backward seeded with our dlogits) and the agreement of ours with it. Reads the trace only,
+    so a worker thread can compute it while the UI draws the same trace."""
     ref = torch_reference(trace)
     results = check(trace, ref)
+    out = {}
     for step in trace.steps:
-        a = results[step.name]
         theirs = (dlogits_reference(trace[trace.arch.logits].value, trace.label)
                   if step.index == trace.first_backward else ref.tensors[step.name])
-        step.torch_value = np.asarray(theirs).reshape(step.value.shape)
+        out[step.name] = TorchResult(np.asarray(theirs).reshape(step.value.shape),
+                                     results[step.name])
+    return out
+
+
+def apply(trace: Trace, results: dict[str, TorchResult]) -> None:
+    """Fill the ``torch_*`` fields of every step from ``torch_results`` (on the thread that
+    draws the trace)."""
+    for step in trace.steps:
+        r = results[step.name]
+        a = r.agreement
+        step.torch_value = r.value
         step.torch_max_abs_diff, step.torch_max_rel_err = a.max_abs_diff, a.rel_err
         step.torch_tolerance, step.torch_note, step.torch_ok = a.tolerance, a.note, a.ok
+
+
+def attach(trace: Trace) -> None:
+    """``apply(trace, torch_results(trace))``: compare and fill in, in one go."""
+    apply(trace, torch_results(trace))
 
 
 @dataclass(frozen=True)

@@ -191,20 +191,26 @@ class CnnApp(App[int]):
                         exclusive=True, exit_on_error=False)
 
     def _reference_worker(self) -> None:
+        # computes from the trace in this thread; the steps are filled in on the UI's thread,
+        # so a redraw never sees half of them
+        trace, results = self.trace, None
         try:
             from cnntui import reference
 
-            while True:
-                trace = self.trace
-                reference.attach(trace)
-                if trace is self.trace:
-                    break
+            results = reference.torch_results(trace)
             state = "ready"
         except Exception as e:
             state = f"failed: {type(e).__name__}: {e}"
-        self.call_from_thread(self._reference_done, state)
+        self.call_from_thread(self._reference_done, state, trace, results)
 
-    def _reference_done(self, state: str) -> None:
+    def _reference_done(self, state: str, trace: Trace | None = None,
+                        results: dict | None = None) -> None:
+        from cnntui import reference
+
+        if results is not None:
+            reference.apply(trace, results)
+        if state == "ready" and trace is not None and trace is not self.trace:
+            self._start_reference()  # the digit changed meanwhile: compare the new one
         self.reference_state = state
         self.stepper.update_torch()
         if self.predictions is None and self.predictions_mode == "thread":
