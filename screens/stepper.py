@@ -10,12 +10,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from cnntui.trace import Step, Trace
 from screens import panes
 from screens.colors import palette
 from screens.views import View, build_view
+from screens.widgets.footer import Footer
 from screens.widgets.steps import StepBar, StepChosen, StepList
 from screens.widgets.tensor_view import TensorView
 from screens.widgets.text_pane import TextPane
