@@ -37,6 +37,13 @@ SEQUENTIAL_16 = ["black", "blue", "magenta", "bright_red", "bright_yellow"]
 NEGATIVE_GLYPHS = "·-=≡"  # small -> large magnitude
 POSITIVE_GLYPHS = "░▒▓█"
 EMPTY_GLYPH = " "
+# Non-finite values: a glyph of their own (with or without colour) on a colour that neither map
+# uses, so they never pass for a large or a small number. The colour scale ignores them.
+NAN_GLYPH, POSINF_GLYPH, NEGINF_GLYPH = "?", "▲", "▼"
+SPECIAL_NAMES = ("NaN", "+Inf", "-Inf")
+SPECIAL_GLYPHS = (NAN_GLYPH, POSINF_GLYPH, NEGINF_GLYPH)
+SPECIAL_RGB = ((40, 220, 70), (255, 70, 255), (0, 235, 235))  # green, magenta, cyan
+SPECIAL_16 = ("bright_green", "bright_magenta", "cyan")
 MARK_TOP, MARK_BOTTOM = "▀", "▄"  # a pooling window's argmax cell, without colour
 
 DIM = 0.3  # brightness kept by pixels that are not a pooling window's maximum
@@ -66,7 +73,8 @@ class Palette:
 
     Level ``-1`` is "no pixel" (a gap). Levels ``0..n-1`` run from the low end (most negative for a
     diverging map) to the high end; levels ``n..2n-1`` are the same colours dimmed, used for pixels
-    that are not a pooling window's maximum.
+    that are not a pooling window's maximum; levels ``2n``, ``2n+1``, ``2n+2`` are NaN, +Inf and
+    -Inf (``special_base`` and up), drawn as a glyph of their own.
     """
 
     mode: str
@@ -85,6 +93,37 @@ class Palette:
     @property
     def zero_level(self) -> int:
         return self.n // 2 if self.diverging else 0
+
+    @property
+    def special_base(self) -> int:
+        """The NaN level; +Inf and -Inf follow it."""
+        return 2 * self.n
+
+    def with_nonfinite(self, levels: np.ndarray, data: np.ndarray,
+                       gap: np.ndarray | None = None) -> np.ndarray:
+        """``levels`` with the NaN, +Inf and -Inf cells of ``data`` (not gaps) set to their
+        special levels."""
+        d = np.asarray(data, dtype=float)
+        real = np.ones(d.shape, dtype=bool) if gap is None else ~gap
+        base = self.special_base
+        out = np.where(np.isnan(d) & real, base, levels)
+        out = np.where(np.isposinf(d), base + 1, out)
+        return np.where(np.isneginf(d), base + 2, out)
+
+    def is_special(self, level: int) -> bool:
+        return level >= self.special_base
+
+    def special_style(self, level: int) -> Style:
+        """A NaN/Inf cell: its glyph in black on its own colour (reversed without colour)."""
+        k = level - self.special_base
+        if self.mode == "none":
+            return Style(bold=True, reverse=True)
+        if self.mode == "16":
+            return Style(bold=True, color="black", bgcolor=SPECIAL_16[k])
+        color = Color.from_rgb(*SPECIAL_RGB[k])
+        if self.mode == "256":
+            color = color.downgrade(ColorSystem.EIGHT_BIT)
+        return Style(bold=True, color=Color.from_rgb(0, 0, 0), bgcolor=color)
 
     def levels(self, t: np.ndarray) -> np.ndarray:
         """Scaled values (NaN = gap) -> integer levels (-1 = gap)."""
@@ -129,6 +168,8 @@ class Palette:
         """The no-colour glyph for a level."""
         if level < 0:
             return EMPTY_GLYPH
+        if level >= self.special_base:
+            return SPECIAL_GLYPHS[level - self.special_base]
         level %= self.n
         if self.diverging:
             d = level - self.zero_level
@@ -150,6 +191,8 @@ class Palette:
 
     def swatch(self, level: int) -> tuple[str, Style]:
         """(text, style) of one cell of the colour scale for ``level``."""
+        if self.is_special(level):
+            return self.glyph(level), self.special_style(level)
         if self.mode == "none":
             return self.glyph(level), Style()
         return " ", Style(bgcolor=self.colors[level])

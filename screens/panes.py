@@ -9,7 +9,7 @@ from rich.text import Text
 
 from cnntui import stats
 from cnntui.trace import Step, Trace
-from screens.colors import Palette
+from screens.colors import SPECIAL_GLYPHS, SPECIAL_NAMES, Palette
 from screens.views import View, flat_channels
 
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -27,10 +27,23 @@ def num(v: float) -> str:
         return str(v)
     if 1e-3 <= abs(v) < 1e4:
         return f"{v:.4g}"
-    return f"{v:.2e}"
+    return f"{v:.2e}" if 1e-99 <= abs(v) < 1e100 else f"{v:.1e}"  # 3-digit exponents
 
 
-def header(trace: Trace, step: Step, weights: str, playing: bool = False) -> Text:
+def nonfinite_flags(nan: int, posinf: int, neginf: int) -> list[str]:
+    """Loud lovely-tensors style flags with counts: ``NaN! x3``, ``+Inf! x1``."""
+    return [f"{name}! x{n}" for name, n in zip(SPECIAL_NAMES, (nan, posinf, neginf),
+                                                  strict=True) if n]
+
+
+def step_flags(step: Step) -> list[str]:
+    """The NaN/Inf flags of a step's tensor (empty when it is finite)."""
+    return nonfinite_flags(*stats.nonfinite_counts(step.value))
+
+
+def header(trace: Trace, step: Step, weights: str, playing: bool = False,
+           first_bad: Step | None = None) -> Text:
+    """``first_bad``: the first step of the pass whose tensor has a NaN or an Inf, if any."""
     n = len(trace.steps)
     right = trace.prediction == trace.label
     t = Text(no_wrap=True, overflow="ellipsis")
@@ -38,12 +51,20 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False) -> Tex
     t.append(" cnntui ", "bold reverse")
     t.append(f" step {step.index + 1}/{n} {step.phase}", "bold")
     t.append(f" {step.name}")
+    flags = step_flags(step)
+    if flags:
+        t.append(" " + " ".join(flags), BAD_STYLE)
+    elif first_bad is not None:
+        t.append(f" (NaN/Inf from {first_bad.name})", WARN_STYLE)
     if playing:
         t.append("  ▶ playing", WARN_STYLE)
     t.append(f"  digit #{trace.index} ", "bold")
     t.append(f"(label {trace.label}, ")
-    t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
-             "green" if right else "bold red")
+    if np.all(np.isfinite(trace.probs)):
+        t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
+                 "green" if right else "bold red")
+    else:
+        t.append("no prediction: probs NaN!", BAD_STYLE)
     t.append(")  ")
     t.append(f"{trace.arch.key} ", "bold")
     t.append("weights: ", KEY_STYLE)
@@ -55,6 +76,9 @@ def title(step: Step, view: View) -> Text:
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{step.layer}  ", "bold")
     t.append(f"{step.name} {tuple(step.value.shape)}", "bold cyan")
+    flags = step_flags(step)
+    if flags:
+        t.append("  " + " ".join(flags), BAD_STYLE)
     t.append(f"  {view.title}", KEY_STYLE)
     return t
 
@@ -66,6 +90,9 @@ def stats_text(step: Step, width: int = 27) -> Text:
     t.append(f"{step.name} ", "bold")
     t.append(f"{s.shape}\n")
     t.append(f"{s.dtype} n={s.size}\n", KEY_STYLE)
+    if s.nonfinite:
+        t.append(f"of the {s.finite} finite values:\n" if s.finite else "no finite values\n",
+                 WARN_STYLE)
     pairs = [("min", s.min), ("max", s.max), ("μ", s.mean), ("σ", s.std)]
     wide = width >= 24
     for k, (name, v) in enumerate(pairs):
@@ -85,8 +112,14 @@ def stats_text(step: Step, width: int = 27) -> Text:
     t.append(f"{s.zeros} ({s.zeros / max(s.size, 1):.0%})\n")
     t.append("nan ", KEY_STYLE)
     t.append(str(s.nan), BAD_STYLE if s.nan else "")
-    t.append("  inf ", KEY_STYLE)
-    t.append(str(s.inf), BAD_STYLE if s.inf else "")
+    if s.inf:  # a line of their own: the counts can be long
+        t.append("\n+inf ", KEY_STYLE)
+        t.append(str(s.posinf), BAD_STYLE if s.posinf else "")
+        t.append("  -inf ", KEY_STYLE)
+        t.append(str(s.neginf), BAD_STYLE if s.neginf else "")
+    else:
+        t.append("  inf ", KEY_STYLE)
+        t.append("0")
     for flag in s.flags():
         t.append("\n")
         t.append(f" !! {flag} ", BAD_STYLE)
@@ -109,23 +142,33 @@ def grad_text(step: Step, trace: Trace, width: int = 20) -> Text | None:
         groups, what = v, "filter" if step.is_param_grad else "channel"
     t = Text()
     t.append("gradient ", "bold")
-    t.append(f"‖{step.name}‖ {num(float(np.linalg.norm(v)))}\n")
+    total = stats.norm(v)
+    t.append(f"‖{step.name}‖ ")
+    t.append(num(total), "" if np.isfinite(total) else BAD_STYLE)
+    t.append("\n")
     if groups is not None:
         norms = stats.channel_norms(groups)
-        top = float(norms.max()) or 1.0
+        finite = norms[np.isfinite(norms)]
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         bar_w = max(4, width - 12)
         t.append(f"L2 per {what}\n", KEY_STYLE)
         for i, n in enumerate(norms):
-            full = n / top * bar_w
-            bar = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full % 1) * 8)] if full < bar_w else "")
             t.append(f"{i:>2} ", KEY_STYLE)
+            if not np.isfinite(n):
+                label = "NaN!" if np.isnan(n) else "Inf!"
+                t.append(f"{label:<{bar_w}}", BAD_STYLE)
+                t.append(f" {num(float(n))}\n", BAD_STYLE)
+                continue
+            full = min(bar_w, n / top * bar_w)
+            bar = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full % 1) * 8)] if full < bar_w else "")
             t.append(f"{bar:<{bar_w}}", "magenta")
             t.append(f" {num(float(n))}\n")
     if step.is_param_grad:
         pname = step.name[1:]
         ratio = stats.update_ratio(step.value, step.params[pname], lr=0.01)
         t.append(f"|0.01·{step.name}|/|{pname}|\n", KEY_STYLE)
-        style = OK_STYLE if 1e-5 <= ratio <= 1e-2 else WARN_STYLE
+        style = OK_STYLE if 1e-5 <= ratio <= 1e-2 else \
+            WARN_STYLE if np.isfinite(ratio) else BAD_STYLE
         t.append(f"  {num(ratio)}", style)
         t.append(" (≈1e-3 healthy)" if width >= 26 else "", KEY_STYLE)
         t.append("\n")
@@ -153,14 +196,20 @@ def torch_text(step: Step, state: str, verdict: tuple[bool | None, str] | None) 
     t.append(f"{tv.dtype}\n", KEY_STYLE)
     t.append("torch ", KEY_STYLE)
     t.append(f"[{num(tv.min)}, {num(tv.max)}]\n")
+    if tv.nonfinite:
+        t.append("torch " + " ".join(tv.flags()) + "\n", BAD_STYLE)
+    diff, rel = step.torch_max_abs_diff or 0.0, step.torch_max_rel_err or 0.0
     t.append("max|d| ", KEY_STYLE)
-    t.append(f"{num(step.torch_max_abs_diff or 0.0)}\n")
+    t.append(num(diff), "" if np.isfinite(diff) else BAD_STYLE)
+    t.append("\n")
     t.append("rel    ", KEY_STYLE)
-    t.append(f"{num(step.torch_max_rel_err or 0.0)}")
+    t.append(num(rel), "" if np.isfinite(rel) else BAD_STYLE)
     if step.torch_tolerance is not None:
         t.append(" tol ", KEY_STYLE)
         t.append(f"{step.torch_tolerance:.0e}")
     t.append("\n")
+    if tv.nonfinite or stats.summarize(step.value).nonfinite:
+        t.append("NaN/Inf: no number to compare there\n", BAD_STYLE)
     if verdict is not None:
         ok, text = verdict
         if ok:
@@ -189,8 +238,12 @@ def scale_text(view: View, pal: Palette, width: int) -> Text:
     """The colour scale with its numeric range, always visible under the heatmaps."""
     t = Text(no_wrap=True, overflow="ellipsis")
     if view.kind == "bars":
-        t.append(f"bars scaled to [{num(view.lo)}, {num(view.hi)}]", KEY_STYLE)
+        _nonfinite_legend(t, view, pal)
+        t.append(f"bars scaled to [{num(view.lo)}, {num(view.hi)}] (finite values)"
+                 if view.has_nonfinite else f"bars scaled to [{num(view.lo)}, {num(view.hi)}]",
+                 KEY_STYLE)
         return t
+    _nonfinite_legend(t, view, pal)  # first: the end of the line is what a narrow pane cuts
     n = pal.n
     ramp_w = max(n, min(24, width - 34))
     levels = np.rint(np.linspace(0, n - 1, ramp_w)).astype(int)
@@ -209,3 +262,15 @@ def scale_text(view: View, pal: Palette, width: int) -> Text:
     if pal.mode == "none":
         t.append("  (≡=-· <0 │ >0 ░▒▓█)" if view.diverging else "  (░▒▓█)", KEY_STYLE)
     return t
+
+
+def _nonfinite_legend(t: Text, view: View, pal: Palette) -> None:
+    """The NaN/Inf cells' glyphs with their counts: they are off the colour scale, which
+    covers the finite values only."""
+    if not view.has_nonfinite:
+        return
+    for k, n in enumerate(view.nonfinite):
+        if n:
+            t.append(SPECIAL_GLYPHS[k], pal.special_style(pal.special_base + k))
+            t.append(f"{SPECIAL_NAMES[k]}! ", BAD_STYLE)
+    t.append("│ ", KEY_STYLE)

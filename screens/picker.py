@@ -20,6 +20,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
+from cnntui.stats import nonfinite_counts
 from screens.colors import palette
 from screens.views import Tile, View
 from screens.widgets.tensor_view import tile_cells
@@ -233,6 +234,11 @@ class PickerScreen(ModalScreen[int | None]):
         f.append(f"   {len(grid.indices)} digits", "dim")
         if self.cnn.predictions is None:
             f.append("   computing predictions...", "yellow")
+        elif self.cnn.confidences is not None:
+            nan, posinf, neginf = nonfinite_counts(self.cnn.confidences)
+            if nan + posinf + neginf:
+                f.append(f"   NaN! probabilities for {nan + posinf + neginf} digits",
+                         "bold white on red")
         self.query_one("#picker-filter", Static).update(f)
         s = Text()
         index = grid.selected
@@ -244,7 +250,11 @@ class PickerScreen(ModalScreen[int | None]):
             if self.cnn.predictions is not None:
                 pred = int(self.cnn.predictions[index])
                 conf = float(self.cnn.confidences[index])
-                s.append(f"  predicted {pred} at {conf:.0%}", "green" if pred == label else "red")
+                if np.isfinite(conf):
+                    s.append(f"  predicted {pred} at {conf:.0%}",
+                             "green" if pred == label else "red")
+                else:
+                    s.append("  no prediction: its probabilities are NaN!", "bold white on red")
         self.query_one("#picker-status", Static).update(s)
 
     def on_digit_grid_moved(self) -> None:

@@ -10,12 +10,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from cnntui.trace import Step, Trace
 from screens import panes
 from screens.colors import palette
 from screens.views import View, build_view
+from screens.widgets.footer import Footer
 from screens.widgets.steps import StepBar, StepChosen, StepList
 from screens.widgets.tensor_view import TensorView
 from screens.widgets.text_pane import TextPane
@@ -45,6 +46,13 @@ def counterpart(trace: Trace, index: int) -> int:
         if s.phase == "forward" and s.layer == step.layer:
             return s.index
     return 0
+
+
+def value_cell(x: float) -> str | Text:
+    """One number of the values table; NaN and Inf spelled out, loudly."""
+    if np.isfinite(x):
+        return f"{x: .4g}"
+    return Text(f"{x: .4g}", panes.BAD_STYLE)  # " nan", " inf", "-inf"
 
 
 class StepperScreen(Screen):
@@ -98,6 +106,7 @@ class StepperScreen(Screen):
         self.show_values = False
         self.playing = False
         self.view: View | None = None
+        self.first_bad: Step | None = None  # the first step with a NaN or an Inf
         self._timer = None
 
     @property
@@ -133,9 +142,15 @@ class StepperScreen(Screen):
         return self.cnn.trace.steps[self.cnn.step_index]
 
     def new_trace(self) -> None:
-        names = [(s.name, s.phase) for s in self.cnn.trace.steps]
-        self.query_one(StepList).set_steps(names)
-        self.query_one(StepBar).set_steps(names)
+        steps = self.cnn.trace.steps
+        names = [(s.name, s.phase) for s in steps]
+        # which steps hold a NaN or an Inf: flagged in the step list, the first one in the header
+        flags = [panes.step_flags(s) for s in steps]
+        marks = ["NaN" if any(f.startswith("NaN") for f in fl) else "Inf" if fl else ""
+                 for fl in flags]
+        self.first_bad = next((s for s, fl in zip(steps, flags, strict=True) if fl), None)
+        self.query_one(StepList).set_steps(names, marks)
+        self.query_one(StepBar).set_steps(names, marks)
         self.redraw()
 
     def redraw(self) -> None:
@@ -146,7 +161,7 @@ class StepperScreen(Screen):
         self.channel = view.selected
         mode = self.cnn.color_mode
         self.query_one("#header", TextPane).set(
-            panes.header(trace, step, self.cnn.weights_desc, self.playing))
+            panes.header(trace, step, self.cnn.weights_desc, self.playing, self.first_bad))
         self.query_one("#title", TextPane).set(panes.title(step, view))
         self.query_one(TensorView).show(view, mode)
         width = self.query_one("#center").size.width or 60
@@ -200,7 +215,7 @@ class StepperScreen(Screen):
         for j in range(m.shape[1]):
             table.add_column(str(j), key=str(j))
         for i, r in enumerate(m):
-            table.add_row(*(f"{x: .4g}" for x in r), label=rows[i])
+            table.add_row(*(value_cell(x) for x in r.tolist()), label=rows[i])
         self.show_cell(0, 0)
 
     def show_cell(self, row: int, col: int) -> None:
@@ -212,12 +227,13 @@ class StepperScreen(Screen):
             text = Text()
             idx = f"{rows[row]},{col}" if m.shape[1] > 1 else rows[row]
             text.append(f"{prefix}[{idx}] = ", "dim")
-            text.append(f"{x:.12g}", "bold")
+            text.append(f"{x:.12g}", "bold" if np.isfinite(x) else panes.BAD_STYLE)
             tv = self.step.torch_value
             if tv is not None:
                 tm = self.values_matrix_of(tv)
+                y = float(tm[row, col])
                 text.append("   torch ", "dim")
-                text.append(f"{float(tm[row, col]):.12g}")
+                text.append(f"{y:.12g}", "" if np.isfinite(y) else panes.BAD_STYLE)
         self.query_one("#cell", Static).update(text)
 
     def values_matrix_of(self, a: np.ndarray) -> np.ndarray:

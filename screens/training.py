@@ -22,7 +22,6 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import (
     ContentSwitcher,
-    Footer,
     Input,
     OptionList,
     ProgressBar,
@@ -36,6 +35,7 @@ from cnntui.model import WeightsError
 from cnntui.train import BatchEnd, ConfigError, EpochEnd, Reset, RunEnd, Trainer
 from screens import training_panes as tp
 from screens.colors import palette
+from screens.widgets.footer import Footer
 from screens.widgets.tensor_view import TensorView
 from screens.widgets.text_pane import TextPane
 from screens.widgets.too_small import TooSmall

@@ -13,9 +13,10 @@ import numpy as np
 from rich.style import Style
 from rich.text import Text
 
+from cnntui.stats import summarize
 from cnntui.train import BatchEnd, EpochEnd, Evaluation, TrainResult
 from screens.colors import Palette
-from screens.panes import KEY_STYLE, OK_STYLE, SPARK, WARN_STYLE, num
+from screens.panes import KEY_STYLE, OK_STYLE, SPARK, WARN_STYLE, nonfinite_flags, num
 from screens.views import Tile, View
 
 BAD_STYLE = "bold red"
@@ -127,9 +128,13 @@ def loss_text(feed: Feed) -> Text:
         return t
     losses = feed.losses
     n = len(losses)
-    low = min(range(n), key=losses.__getitem__)
+    finite = [i for i in range(n) if math.isfinite(losses[i])]
+    low = min(finite, key=losses.__getitem__) if finite else n - 1
     t.append("  now ", KEY_STYLE)
-    t.append(f"{losses[-1]:.4f}", "bold")
+    t.append(f"{losses[-1]:.4f}", "bold" if math.isfinite(losses[-1]) else BAD_STYLE)
+    bad = n - len(finite)
+    if bad:
+        t.append(f"  NaN/Inf! x{bad}", "bold white on red")
     t.append("  min ", KEY_STYLE)
     t.append(f"{losses[low]:.4f}", "bold green")
     t.append(f" @{low + 1}", KEY_STYLE)
@@ -278,16 +283,26 @@ def kernel_column(k: np.ndarray) -> np.ndarray:
     return out
 
 
+def kernel_column_gap(shape: tuple[int, ...]) -> np.ndarray:
+    """Where ``kernel_column`` of (C, kh, kw) kernels put its gap rows (bool)."""
+    c, kh, kw = shape
+    gap = np.zeros((c * (kh + 1) - 1, kw), dtype=bool)
+    gap[kh::kh + 1] = True
+    return gap
+
+
 def filters_view(weights: np.ndarray, name: str) -> View:
     """A conv layer's weights (F, C, kh, kw) as one tile per filter, its C kernels stacked,
     on one diverging colour scale shared by the layer."""
     w = np.asarray(weights, dtype=np.float64)
-    m = float(np.max(np.abs(w))) if w.size else 0.0
+    st = summarize(w)  # the scale: the finite weights only
+    m = max(abs(st.min), abs(st.max)) if st.finite else 0.0
     m = m if math.isfinite(m) and m > 0 else 1.0
-    tiles = [Tile(f"#{f}", kernel_column(w[f]) if w.shape[1] > 1 else w[f, 0], -m, m)
-             for f in range(w.shape[0])]
+    tiles = [Tile(f"#{f}", kernel_column(w[f]), -m, m, gap=kernel_column_gap(w[f].shape))
+             if w.shape[1] > 1 else Tile(f"#{f}", w[f, 0], -m, m) for f in range(w.shape[0])]
     title = f"{name} {tuple(w.shape)}"
-    return View("tiles", title, True, -m, m, True, tiles=tiles)
+    return View("tiles", title, True, -m, m, True, tiles=tiles,
+                nonfinite=(st.nan, st.posinf, st.neginf))
 
 
 def filters_title(layer: str, name: str, view: View, channels: int) -> Text:
@@ -296,6 +311,8 @@ def filters_title(layer: str, name: str, view: View, channels: int) -> Text:
     t.append(name, "bold cyan")
     t.append(f" {view.title.split(' ', 1)[1]}", KEY_STYLE)
     t.append(f" ±{view.hi:.2g}", "")
+    for flag in nonfinite_flags(*view.nonfinite):
+        t.append(f" {flag}", BAD_STYLE)
     if channels > 1:
         t.append(f"  each column: a filter's {channels} input kernels", KEY_STYLE)
     return t

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntui.stats import summarize
+from cnntui.stats import nonfinite_counts, summarize
 from cnntui.trace import Step, Trace
 
 MAX_BARS = 16  # 1-D tensors up to this length are drawn as labelled bars
@@ -19,11 +19,12 @@ MAX_BARS = 16  # 1-D tensors up to this length are drawn as labelled bars
 @dataclass
 class Tile:
     label: str
-    data: np.ndarray  # 2-D; NaN marks a gap between kernels
+    data: np.ndarray  # 2-D
     lo: float
     hi: float
     marks: np.ndarray | None = None  # bool, same shape: a pooling window's argmax
     channel: int | None = None  # which channel (tile) key 0-9 selects
+    gap: np.ndarray | None = None  # bool, same shape: no pixel (between kernels); data is NaN
 
 
 @dataclass
@@ -48,6 +49,11 @@ class View:
     channels: int = 0  # how many tiles a number key can select
     selected: int | None = None
     names: list[str] = field(default_factory=list)  # tile labels, for the values table
+    nonfinite: tuple[int, int, int] = (0, 0, 0)  # NaN, +Inf, -Inf cells in the picture
+
+    @property
+    def has_nonfinite(self) -> bool:
+        return any(self.nonfinite)
 
 
 def argmax_mask(argmax: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -76,6 +82,26 @@ def kernel_row(k: np.ndarray) -> np.ndarray:
     return out
 
 
+def kernel_row_gap(shape: tuple[int, ...]) -> np.ndarray:
+    """Where ``kernel_row`` of (C, kh, kw) kernels put its gap columns (bool)."""
+    c, kh, kw = shape
+    gap = np.zeros((kh, c * (kw + 1) - 1), dtype=bool)
+    gap[:, kw::kw + 1] = True
+    return gap
+
+
+def picture_nonfinite(tiles: list[Tile], bars: list[Bar]) -> tuple[int, int, int]:
+    """How many NaN, +Inf and -Inf cells the tiles (gaps aside) or bars show."""
+    if bars:
+        return nonfinite_counts(np.array([b.value for b in bars], dtype=float))
+    total = [0, 0, 0]
+    for t in tiles:
+        data = t.data if t.gap is None else t.data[~t.gap]
+        for k, n in enumerate(nonfinite_counts(data)):
+            total[k] += n
+    return total[0], total[1], total[2]
+
+
 def _range(a: np.ndarray, diverging: bool, magnitude: bool) -> tuple[float, float]:
     st = summarize(a)
     lo, hi = st.min, st.max
@@ -93,7 +119,7 @@ def class_notes(trace: Trace, i: int) -> str:
     notes = []
     if i == trace.label:
         notes.append("◀ true")
-    if i == trace.prediction:
+    if i == trace.prediction and np.all(np.isfinite(trace.probs)):  # argmax of NaN means nothing
         notes.append("★ predicted")
     return " ".join(notes)
 
@@ -116,7 +142,8 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
         if step.kind == "softmax" and step.phase == "forward":
             lo, hi = 0.0, 1.0  # probabilities: a full bar means 100%, not the largest of ten
         title = f"{what}: one bar per {'class' if per_class else 'channel'}"
-        return View("bars", title, diverging, lo, hi, True, magnitude, bars=bars)
+        return View("bars", title, diverging, lo, hi, True, magnitude, bars=bars,
+                    nonfinite=picture_nonfinite([], bars))
 
     tiles: list[Tile] = []
     legend = ""
@@ -136,7 +163,8 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
         title = f"{what}[:, k] for each class k, as channels x positions"
     elif value.ndim == 4:  # conv weight gradient (F, C, kh, kw)
         for f in range(value.shape[0]):
-            tiles.append(Tile(f"filter {f}", kernel_row(shown[f]), 0, 0, channel=f))
+            tiles.append(Tile(f"filter {f}", kernel_row(shown[f]), 0, 0, channel=f,
+                              gap=kernel_row_gap(shown[f].shape)))
         title = (f"{what}: one row of {value.shape[1]} kernel(s) {value.shape[2]}x{value.shape[3]}"
                  " per filter")
     else:  # (C, H, W) maps
@@ -183,7 +211,8 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
             t.lo, t.hi = _range(t.data[np.isfinite(t.data)], diverging, magnitude)
             t.label = f"{t.label} {_fmt_range(t.lo, t.hi, diverging)}"
     return View("tiles", title, diverging, lo, hi, shared, magnitude, tiles=tiles, legend=legend,
-                channels=channel_count, selected=channel, names=names)
+                channels=channel_count, selected=channel, names=names,
+                nonfinite=picture_nonfinite(tiles, []))
 
 
 def _fmt_range(lo: float, hi: float, diverging: bool) -> str:

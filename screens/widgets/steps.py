@@ -16,6 +16,7 @@ CURRENT = Style(reverse=True, bold=True)
 HEADING = Style(dim=True, italic=True)
 FORWARD = Style()
 BACKWARD = Style(italic=True)
+FLAG = Style(bold=True, color="bright_white", bgcolor="red")  # this step's tensor has NaN/Inf
 
 
 class StepChosen(Message):
@@ -36,9 +37,12 @@ class StepList(ScrollView, can_focus=False):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.entries: list[tuple[int | None, str, str]] = []  # (step index, name, phase)
+        self.flags: list[str] = []  # per step: "NaN", "Inf" or ""
         self.current = 0
 
-    def set_steps(self, names: list[tuple[str, str]]) -> None:
+    def set_steps(self, names: list[tuple[str, str]], flags: list[str] | None = None) -> None:
+        """``flags``: per step, "NaN" or "Inf" if its tensor holds one, else ""."""
+        self.flags = list(flags) if flags else [""] * len(names)
         entries: list[tuple[int | None, str, str]] = []
         phase = None
         for i, (name, ph) in enumerate(names):
@@ -66,10 +70,16 @@ class StepList(ScrollView, can_focus=False):
         index, name, phase = self.entries[r]
         if index is None:
             return Strip([Segment(name[:width].ljust(width), HEADING)])
-        if index == self.current:
-            return Strip([Segment(f"▶{name}"[:width].ljust(width), CURRENT)])
-        style = FORWARD if phase == "forward" else BACKWARD
-        return Strip([Segment(f" {name}"[:width].ljust(width), style)])
+        style = CURRENT if index == self.current else FORWARD if phase == "forward" else BACKWARD
+        text = f"{'▶' if index == self.current else ' '}{name}"
+        flag = self.flags[index] if index < len(self.flags) else ""
+        if not flag:
+            return Strip([Segment(text[:width].ljust(width), style)])
+        # the flag right-aligned, one blank column before the maps
+        name_w = max(1, width - len(flag) - 1)
+        return Strip([Segment(text[:name_w].ljust(name_w), style),
+                      Segment(flag[:max(0, width - name_w)], FLAG),
+                      Segment(" " * max(0, width - name_w - len(flag)), style)])
 
     def on_click(self, event: events.Click) -> None:
         r = event.y + int(self.scroll_y)
@@ -87,10 +97,12 @@ class StepBar(Widget, can_focus=False):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.names: list[tuple[str, str]] = []
+        self.flags: list[str] = []
         self.current = 0
 
-    def set_steps(self, names: list[tuple[str, str]]) -> None:
+    def set_steps(self, names: list[tuple[str, str]], flags: list[str] | None = None) -> None:
         self.names = names
+        self.flags = list(flags) if flags else [""] * len(names)
         self.refresh()
 
     def set_current(self, index: int) -> None:
@@ -110,6 +122,8 @@ class StepBar(Widget, can_focus=False):
                 text.append(name, CURRENT)
             else:
                 text.append(name, FORWARD if ph == "forward" else BACKWARD)
+            if i < len(self.flags) and self.flags[i]:
+                text.append("!", FLAG)
             text.append(" ")
         width = self.size.width or 80
         offset = max(0, min(start - width // 3, len(text) - width))

@@ -16,7 +16,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from screens.colors import MARK_BOTTOM, MARK_TOP, Palette, palette
+from screens.colors import MARK_BOTTOM, MARK_TOP, SPECIAL_NAMES, Palette, palette
 from screens.views import Tile, View
 
 HALF = "▀"
@@ -28,9 +28,10 @@ PLAIN = Style()
 
 
 def scaled(tile: Tile, view: View) -> np.ndarray:
-    """A tile's values mapped to t in [-1, 1] (diverging) or [0, 1] (sequential); NaN = gap."""
-    d = tile.data
-    with np.errstate(divide="ignore", invalid="ignore"):
+    """A tile's values mapped to t in [-1, 1] (diverging) or [0, 1] (sequential); NaN = not on
+    the scale (a gap, or a NaN/Inf value: ``tile_cells`` tells them apart)."""
+    d = np.asarray(tile.data, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if view.magnitude:  # |grad| on a log scale: 4 decades below the top
             top = tile.hi if tile.hi > 0 else 1.0
             t = (np.log10(np.abs(d) / top) + 4.0) / 4.0
@@ -38,18 +39,18 @@ def scaled(tile: Tile, view: View) -> np.ndarray:
         elif view.diverging:
             m = max(abs(tile.lo), abs(tile.hi))
             t = d / m if m > 0 else np.zeros_like(d)
-        else:
-            span = tile.hi - tile.lo
-            t = (d - tile.lo) / span if span > 0 else np.zeros_like(d)
-    return np.where(np.isnan(d), np.nan, t)
+        else:  # halves: hi - lo may overflow near the float limits
+            span = tile.hi / 2 - tile.lo / 2
+            t = (d / 2 - tile.lo / 2) / span if span > 0 else np.zeros_like(d)
+    return np.where(np.isfinite(d), t, np.nan)
 
 
 def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Segment]]:
     """The rows of text cells of one tile at ``scale`` columns per pixel."""
-    levels = pal.levels(scaled(tile, view))
+    levels = pal.with_nonfinite(pal.levels(scaled(tile, view)), tile.data, tile.gap)
     marks = tile.marks
-    if marks is not None and pal.mode != "none":
-        levels = np.where(~marks & (levels >= 0), levels + pal.n, levels)  # dim the losers
+    if marks is not None and pal.mode != "none":  # dim the losers (never a NaN/Inf)
+        levels = np.where(~marks & (levels >= 0) & (levels < pal.n), levels + pal.n, levels)
     if scale > 1:
         levels = np.repeat(np.repeat(levels, scale, axis=0), scale, axis=1)
         if marks is not None:
@@ -61,18 +62,22 @@ def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Se
     top, bottom = levels[0::2], levels[1::2]
     rows: list[list[Segment]] = []
     if pal.mode == "none":
-        # one glyph per cell: the pixel of the pair with the larger magnitude wins
-        z = pal.zero_level
-        mag_top = np.abs(np.where(top < 0, z, top) - z)
-        pick_top = mag_top >= np.abs(np.where(bottom < 0, z, bottom) - z)
-        chosen = np.where(pick_top, top, bottom)
-        glyphs = np.array([pal.glyph(i) for i in range(pal.n)] + [" "])
-        text = glyphs[np.where(chosen < 0, pal.n, chosen % pal.n)]
+        # one glyph per cell: the pixel of the pair with the larger magnitude wins (NaN/Inf
+        # always win)
+        z, base = pal.zero_level, pal.special_base
+
+        def magnitude(lv: np.ndarray) -> np.ndarray:
+            return np.where(lv >= base, pal.n + 1, np.abs(np.where(lv < 0, z, lv) - z))
+
+        chosen = np.where(magnitude(top) >= magnitude(bottom), top, bottom)
+        glyphs = np.array([pal.glyph(i) for i in range(base + 3)] + [" "])
+        text = glyphs[np.where(chosen < 0, base + 3, chosen)]
         if marks is not None:
             mt, mb = marks[0::2], marks[1::2]
-            text = np.where(mt, MARK_TOP, np.where(mb, MARK_BOTTOM, text))
+            special = chosen >= base
+            text = np.where(mt & ~special, MARK_TOP, np.where(mb & ~special, MARK_BOTTOM, text))
         for r in range(text.shape[0]):
-            rows.append([Segment("".join(text[r]), PLAIN)])
+            rows.append(_glyph_runs(text[r], chosen[r] >= base, pal))
         return rows
     for r in range(top.shape[0]):
         segs: list[Segment] = []
@@ -90,8 +95,25 @@ def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Se
     return rows
 
 
+def _glyph_runs(text: np.ndarray, special: np.ndarray, pal: Palette) -> list[Segment]:
+    """One row of no-colour glyphs; the NaN/Inf ones in reverse video."""
+    segs: list[Segment] = []
+    start = 0
+    flags = special.tolist()
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            style = pal.special_style(pal.special_base) if flags[start] else PLAIN
+            segs.append(Segment("".join(text[start:i]), style))
+            start = i
+    return segs
+
+
 def _cell_run(pal: Palette, key: tuple[int, int], n: int) -> Segment:
     top, bottom = key
+    base = pal.special_base
+    if top >= base or bottom >= base:  # NaN/Inf: its glyph (the top pixel's if both are)
+        level = top if top >= base else bottom
+        return Segment(pal.glyph(level) * n, pal.special_style(level))
     if top < 0 and bottom < 0:
         return Segment(" " * n, PLAIN)
     if top < 0:
@@ -124,16 +146,28 @@ def bar_lines(view: View, pal: Palette, width: int) -> list[Strip]:
     m = max(abs(view.lo), abs(view.hi)) or 1.0
     lines = []
     for b in view.bars:
-        t = b.value / m if view.diverging else (b.value - view.lo) / ((view.hi - view.lo) or 1.0)
+        segs = [Segment(f"{b.label:>{label_w - 1}} ", LABEL_STYLE)]
+        if not math.isfinite(b.value):  # NaN/Inf: a loud label across the bar, off the scale
+            level = pal.with_nonfinite(np.array([0]), np.array([b.value]))[0]
+            name = SPECIAL_NAMES[level - pal.special_base]
+            glyph = pal.glyph(level)
+            segs.append(Segment(f" {name}! ".center(bar_w, glyph), pal.special_style(level)))
+            segs.append(Segment(f" {_bar_value(b.value)}", Style(bold=True)))
+            if b.note:
+                segs.append(Segment(" " + b.note, Style(bold=True)))
+            lines.append(Strip(segs))
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            t = b.value / m if view.diverging else \
+                (b.value / 2 - view.lo / 2) / ((view.hi / 2 - view.lo / 2) or 1.0)
         level = int(pal.levels(np.array([t]))[0])
         if pal.mode == "none":
             glyph, style = ("█" if b.value >= 0 else "≡"), Style()
         else:
             glyph, style = "█", Style(color=pal.colors[level])
-        segs = [Segment(f"{b.label:>{label_w - 1}} ", LABEL_STYLE)]
         if view.diverging:
             half = (bar_w - 1) // 2
-            n = round(abs(t) * half)
+            n = round(min(1.0, abs(t)) * half)
             left = " " * (half - n) + (glyph * n if b.value < 0 else " " * n)
             right = (glyph * n if b.value > 0 else " " * n) + " " * (half - n)
             segs += [Segment(left[: half - n], PLAIN), Segment(left[half - n:], style),
@@ -141,17 +175,24 @@ def bar_lines(view: View, pal: Palette, width: int) -> list[Strip]:
                      Segment(right[n:], PLAIN)]
             used = 2 * half + 1
         else:
-            n = round(max(0.0, t) * bar_w)
+            n = round(min(1.0, max(0.0, t)) * bar_w)
             segs += [Segment(glyph * n, style), Segment("·" * (bar_w - n), DIM_STYLE)]
             used = bar_w
         segs.append(Segment(" " * (bar_w - used), PLAIN))
-        segs.append(Segment(f" {b.value:+.4f}" if abs(b.value) >= 1e-3 or b.value == 0
-                            else f" {b.value:+.2e}", PLAIN))
+        segs.append(Segment(f" {_bar_value(b.value)}", PLAIN))
         if b.note:
             segs.append(Segment(" " + b.note, Style(bold=True, color="yellow")
                                 if pal.mode != "none" else Style(bold=True)))
         lines.append(Strip(segs))
     return lines
+
+
+def _bar_value(v: float) -> str:
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "+inf" if v > 0 else "-inf"
+    return f"{v:+.4f}" if 1e-3 <= abs(v) < 1e6 or v == 0 else f"{v:+.2e}"
 
 
 def tile_lines(view: View, pal: Palette, width: int, height: int) -> list[Strip]:
