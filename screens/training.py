@@ -150,6 +150,10 @@ class TrainingScreen(Screen):
 
     # ---- layout ---------------------------------------------------------------------------------
 
+    @property
+    def arch(self):  # noqa: ANN201 - the trainer's architecture
+        return self.trainer.arch
+
     def compose(self) -> ComposeResult:
         mode = self.cnn.color_mode
         yield TextPane(id="t-header", wrap=False)
@@ -169,10 +173,14 @@ class TrainingScreen(Screen):
         with ContentSwitcher(id="t-bottom", initial="t-live"):
             with Horizontal(id="t-live"):
                 with Vertical(id="t-filters"):
-                    yield TextPane(id="t-w1-title", wrap=False)
-                    yield TensorView(id="t-w1", mode=mode)
-                    yield TextPane(id="t-w2-title", wrap=False)
-                    yield TensorView(id="t-w2", mode=mode)
+                    # one heatmap of kernels per conv layer: #t-w1, #t-w2 (or #t-w2d, #t-w2p);
+                    # with two, conv2's gets a fixed height; with more, they share the space
+                    convs = tp.conv_weights(self.arch)
+                    for k, (_, weight) in enumerate(convs):
+                        yield TextPane(id=f"t-{weight.lower()}-title", wrap=False,
+                                       classes="t-filter-title")
+                        yield TensorView(id=f"t-{weight.lower()}", mode=mode,
+                                         classes="t-filter" if k and len(convs) == 2 else "")
                 yield TextPane(id="t-grads", wrap=False)
             with Horizontal(id="t-results"):
                 with Vertical(id="t-conf-box"):
@@ -314,13 +322,14 @@ class TrainingScreen(Screen):
             return
         self._slow_at = now
         width = self.query_one("#t-grads").size.width or 34
-        self.set_text("#t-grads", tp.grads_text(feed, width - 1))
+        self.set_text("#t-grads", tp.grads_text(feed, width - 1, self.arch))
         self.draw_filters()
 
     def draw_filters(self) -> None:
         params = self.trainer.params()
         mode = self.cnn.color_mode
-        for layer, name, selector in (("conv1", "W1", "#t-w1"), ("conv2", "W2", "#t-w2")):
+        for layer, name in tp.conv_weights(self.arch):
+            selector = f"#t-{name.lower()}"
             view = tp.filters_view(params[name], name)
             self.query_one(selector, TensorView).show(view, mode)
             self.set_text(f"{selector}-title",

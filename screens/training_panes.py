@@ -13,6 +13,8 @@ import numpy as np
 from rich.style import Style
 from rich.text import Text
 
+from cnntui.layers import Conv
+from cnntui.model import Architecture
 from cnntui.stats import summarize
 from cnntui.train import BatchEnd, EpochEnd, Evaluation, TrainResult
 from screens.colors import Palette
@@ -29,7 +31,6 @@ STATUS = {  # state -> (label, style)
     "cancelled": ("■ stopped", WARN_STYLE),
     "diverged": ("✗ diverged", BAD_STYLE),
 }
-LAYERS = (("conv1", ("W1", "b1")), ("conv2", ("W2", "b2")), ("fc", ("W3", "b3")))
 
 
 @dataclass
@@ -247,7 +248,12 @@ def spark(values: np.ndarray, width: int) -> str:
     return "".join(SPARK[1 + int(round(s * (len(SPARK) - 2)))] for s in scaled)
 
 
-def grads_text(feed: Feed, width: int) -> Text:
+def conv_weights(arch: Architecture) -> list[tuple[str, str]]:
+    """(layer, weight name) of every conv layer: the filters the training screen shows."""
+    return [(layer.name, layer.weight) for layer in arch.layers if isinstance(layer, Conv)]
+
+
+def grads_text(feed: Feed, width: int, arch: Architecture) -> Text:
     """Per layer and parameter: the latest batch's gradient L2 norm and its history."""
     t = Text(no_wrap=True, overflow="crop")
     t.append("gradient L2 norms", "bold")
@@ -258,9 +264,11 @@ def grads_text(feed: Feed, width: int) -> Text:
     t.append(f" batch {b.step}\n", KEY_STYLE)
     history = np.asarray(feed.norms, dtype=float) if feed.norms else np.zeros((0, 0))
     spark_w = max(0, width - 16)
-    for layer, names in LAYERS:
+    with_params = [(layer.name, layer.params) for layer in arch.layers if layer.params]
+    column = 1 + max(len(layer) for layer, _ in with_params)
+    for layer, names in with_params:
         for k, name in enumerate(names):
-            t.append(f"{layer if k == 0 else '':<6}", "bold" if k == 0 else "")
+            t.append(f"{layer if k == 0 else '':<{column}}", "bold" if k == 0 else "")
             t.append(f"{name} ", "cyan")
             value = b.grad_norms.get(name, math.nan)
             t.append(f"{num(value):<8}", BAD_STYLE if not math.isfinite(value) else "")

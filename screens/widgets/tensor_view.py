@@ -225,8 +225,9 @@ class TensorView(ScrollView, can_focus=False):
     TensorView { height: 1fr; scrollbar-size: 1 1; }
     """
 
-    def __init__(self, *, mode: str = "truecolor", id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, *, mode: str = "truecolor", id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self.mode = mode
         self.view: View | None = None
         self._lines: list[Strip] = []

@@ -17,8 +17,9 @@ class TextPane(ScrollView, can_focus=False):
     TextPane { scrollbar-size-vertical: 1; }
     """
 
-    def __init__(self, *, wrap: bool = True, id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, *, wrap: bool = True, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self.wrap = wrap
         self.text = Text()
         self._lines: list[Strip] = []
