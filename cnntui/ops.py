@@ -1,8 +1,16 @@
 """Batched NCHW layer functions in CS231n style: ``forward(...) -> (out, cache)`` and
 ``backward(dout, cache)``.
 
-Every function keeps the dtype of its input (float64 by default, float32 on request) and has no
-Python loop over pixels: a convolution is one im2col copy plus one small matmul per image.
+No function has a Python loop over pixels: a convolution is one im2col copy plus one small
+matmul per image.
+
+One dtype rule for every function: the result dtype is ``np.result_type`` of the array inputs
+(x, w, b, dout, logits; a backward pass also counts the dtype its forward computed in, where
+the cache records it), after promoting integer and boolean inputs to float64. So float32
+stays float32 only if every input is float32, float32 mixed with float64 gives float64, and an
+integer or boolean image is computed in float64 (never truncated into an integer buffer). Other
+dtypes (float16, complex, object, ...) raise a TypeError. Pure float32 and pure float64 inputs,
+which is what the model, trace and trainer pass, run without any extra copy or cast.
 
 Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2 cores):
 - elementwise ufuncs over views with short rows are ~3x slower than over long contiguous rows,
@@ -22,6 +30,35 @@ import ctypes
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _dtype(op: str, *named: tuple[str, np.ndarray | np.dtype | None]) -> np.dtype:
+    """The module's dtype rule (see the docstring) over (name, array or dtype) pairs."""
+    found = None
+    mixed = False
+    for name, a in named:
+        if a is None:
+            continue
+        dt = a if isinstance(a, np.dtype) else a.dtype
+        if dt not in _FLOATS:
+            if dt.kind not in "biu":
+                raise TypeError(f"{op}: {name} has dtype {dt}; use float32 or float64 (integer "
+                                f"and boolean arrays are promoted to float64)")
+            dt = _FLOAT64
+        if found is None:
+            found = dt
+        elif dt != found:
+            mixed = True
+    if found is None:
+        raise TypeError(f"{op}: no array input")
+    return _FLOAT64 if mixed else found
+
+
+def _as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -88,23 +125,26 @@ class _Geometry:
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1,
            padding: int = 0, groups: int = 1) -> tuple[np.ndarray, tuple]:
     """x (N, C, H, W), w (F, C/groups, kH, kW), b (F,) -> out (N, F, H_out, W_out)."""
+    x, w = np.asarray(x), np.asarray(w)
+    b = None if b is None else np.asarray(b)
+    dtype = _dtype("conv2d", ("x", x), ("w", w), ("b", b))
     N, C, H, W = x.shape
     F, Cg, kH, kW = w.shape
-    g = _Geometry(x.shape, w.shape, stride, padding, groups, x.itemsize)
+    g = _Geometry(x.shape, w.shape, stride, padding, groups, dtype.itemsize)
     K, L, B = g.K, g.L, g.chunk
-    xp = np.zeros((C, N * g.P + g.shift), dtype=x.dtype)
+    xp = np.zeros((C, N * g.P + g.shift), dtype=dtype)
     xp[:, :N * g.P].reshape(C, N, g.Hp, g.Wp)[:, :, padding:padding + H, padding:padding + W] = \
         x.transpose(1, 0, 2, 3)
     windows = g.windows(xp, groups, w.shape, N, stride)
     # im2col buffer for one chunk; its extra row of ones carries the bias through the matmul
-    cols = np.empty((groups, K + 1, B, L), dtype=x.dtype)
+    cols = np.empty((groups, K + 1, B, L), dtype=dtype)
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
-    wb = np.empty((groups, F // groups, K + 1), dtype=x.dtype)
+    wb = np.empty((groups, F // groups, K + 1), dtype=dtype)
     wb[:, :, :K] = w.reshape(groups, F // groups, K)
     wb[:, :, K] = 0 if b is None else b.reshape(groups, F // groups)
-    res = np.empty((B, groups, F // groups, L), dtype=x.dtype)
-    out = np.empty((N, F, g.H_out, g.W_out), dtype=x.dtype)
+    res = np.empty((B, groups, F // groups, L), dtype=dtype)
+    out = np.empty((N, F, g.H_out, g.W_out), dtype=dtype)
     for n0 in range(0, N, B):
         n = min(B, N - n0)
         cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
@@ -118,31 +158,33 @@ def conv2d_backward(dout: np.ndarray,
                     cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of conv2d: (dx, dw, db); db is None when the forward had no bias."""
     x_shape, w, has_bias, stride, padding, groups, xp = cache
+    dout = np.asarray(dout)
+    dtype = _dtype("conv2d_backward", ("dout", dout), ("the forward's dtype", xp.dtype))
     N, C, H, W = x_shape
     F, Cg, kH, kW = w.shape
     Fg = F // groups
-    g = _Geometry(x_shape, w.shape, stride, padding, groups, xp.itemsize)
+    g = _Geometry(x_shape, w.shape, stride, padding, groups, dtype.itemsize)
     K, L, P, B = g.K, g.L, g.P, g.chunk
     windows = g.windows(xp, groups, w.shape, N, stride)
-    cols = np.empty((groups, K + 1, B, L), dtype=xp.dtype)
+    cols = np.empty((groups, K + 1, B, L), dtype=dtype)
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
-    d = np.zeros((B, F, g.H_out, g.Wq), dtype=dout.dtype)  # its junk columns stay zero
+    d = np.zeros((B, F, g.H_out, g.Wq), dtype=dtype)  # its junk columns stay zero
     # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
-    dwb = np.empty((N, groups, K + 1, Fg), dtype=dout.dtype)
+    dwb = np.empty((N, groups, K + 1, Fg), dtype=dtype)
     w_t = w.reshape(groups, Fg, K).transpose(0, 2, 1)
     if stride == 1:
         # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
         # `shift` zeros; junk stays zero. col2im is then one sum over (i, j) of a strided view
         # that shifts row (i, j) by i*Wp + j: dx[c, q] = sum_ij dcols[c, i, j, q - (i*Wp + j)].
         R = g.shift + B * P
-        dcols = np.empty((C, kH, kW, R), dtype=dout.dtype)
+        dcols = np.empty((C, kH, kW, R), dtype=dtype)
         dcols[..., :g.shift] = 0  # only the lead-in and the junk need zeros, not the whole block
         dcols[..., g.shift:].reshape(C, kH, kW, B, P)[..., L:] = 0
         dcols_out = _view(dcols, g.shift, (B, groups, K, L), (P, K * R, R, 1))
-        dxp = np.empty((C, N * P), dtype=dout.dtype)
+        dxp = np.empty((C, N * P), dtype=dtype)
     else:
-        dxp = np.zeros((N, C, g.Hp, g.Wp), dtype=dout.dtype)
+        dxp = np.zeros((N, C, g.Hp, g.Wp), dtype=dtype)
     for n0 in range(0, N, B):
         n = min(B, N - n0)
         cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
@@ -175,6 +217,8 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     """Max-pool over H and W. The cache holds ``argmax``: for every output cell, the flat index
     (row * W + col) into its channel of the input where the window's maximum was. Ties go to the
     first maximum in row-major order, as in PyTorch."""
+    x = np.asarray(x)
+    x = _as(x, _dtype("maxpool2d", ("x", x)))
     N, C, H, W = x.shape
     if size > H or size > W:
         raise ValueError(f"max-pool window {size} is larger than the input {H}x{W}")
@@ -219,12 +263,14 @@ def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.n
 def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """The gradient flows only to the input cell each window took its maximum from."""
     (N, C, H, W), argmax, size, stride = cache
+    dout = np.asarray(dout)
+    dtype = _dtype("maxpool2d_backward", ("dout", dout))
     if stride >= size:  # windows do not overlap: every index is unique, so one scatter
-        dx = np.zeros(N * C * H * W, dtype=dout.dtype)
+        dx = np.zeros(N * C * H * W, dtype=dtype)
         idx = argmax.reshape(N * C, -1) + np.arange(0, N * C * H * W, H * W)[:, None]
         dx[idx.ravel()] = dout.ravel()
         return dx.reshape(N, C, H, W)
-    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
+    dx = np.zeros((N, C, H * W), dtype=dtype)
     flat_idx = argmax.reshape(N, C, -1)
     n, c = np.indices(flat_idx.shape[:2])
     np.add.at(dx, (n[..., None], c[..., None], flat_idx), dout.reshape(N, C, -1))
@@ -234,25 +280,36 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """max(0, x) as the lesson writes it (``x * mask`` would give -0.0 for negative inputs);
     the cache is the mask of positive inputs."""
+    x = np.asarray(x)
+    x = _as(x, _dtype("relu", ("x", x)))
     return np.maximum(0, x), x > 0
 
 
 def relu_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return dout * mask
+    """``dout * mask`` (the mask records no dtype: the result follows dout's)."""
+    dout = np.asarray(dout)
+    return _as(dout, _dtype("relu_backward", ("dout", dout))) * mask
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
     """x (N, D) @ w (D, M) + b (M,), as the lesson's ``flat @ W3 + b3``."""
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    dtype = _dtype("linear", ("x", x), ("w", w), ("b", b))
+    x, w, b = _as(x, dtype), _as(w, dtype), _as(b, dtype)
     return x @ w + b, (x, w)
 
 
 def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, w = cache
+    dout = np.asarray(dout)
+    dout = _as(dout, _dtype("linear_backward", ("dout", dout), ("the forward's dtype", x.dtype)))
     return dout @ w.T, x.T @ dout, dout.sum(axis=0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, shifted by the row maximum so that large logits cannot overflow."""
+    logits = np.asarray(logits)
+    logits = _as(logits, _dtype("softmax", ("logits", logits)))
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -268,6 +325,8 @@ def softmax_cross_entropy(logits: np.ndarray,
     entry, ``p - 1``, is computed as ``-(sum of the other probabilities)``: the same number, but
     when the network is sure (p = 1 - 1e-10) the subtraction would keep only ~6 of its digits.
     """
+    logits = np.asarray(logits)
+    logits = _as(logits, _dtype("softmax_cross_entropy", ("logits", logits)))
     labels = np.asarray(labels)
     N = logits.shape[0]
     rows = np.arange(N)

@@ -193,3 +193,96 @@ def test_dlogits_keeps_its_precision_when_the_network_is_sure():
     assert dlogits[0, 0] == pytest.approx(-2 * tail, rel=1e-14)
     assert abs((probs[0, 0] - 1) / (-2 * tail) - 1) > 1e-10
     assert dlogits.sum() == pytest.approx(0.0, abs=1e-25)
+
+
+# ---- ops as an API (issue 7) -------------------------------------------------------------------
+
+
+def _all_ops(x, w, b, dout_scale=1.0):
+    """Every forward and backward of the module on x (N, C, 6, 6), w (F, C, 3, 3), b (F,), in the
+    given dtypes; returns {name: array} of every result."""
+    out, cache = ops.conv2d(x, w, b, padding=1)
+    res = {"conv": out}
+    res["conv_dx"], res["conv_dw"], res["conv_db"] = ops.conv2d_backward(
+        np.ones(out.shape, dtype=out.dtype) * dout_scale, cache)
+    res["pool"], pcache = ops.maxpool2d(x)
+    res["pool_dx"] = ops.maxpool2d_backward(res["pool"], pcache)
+    res["relu"], mask = ops.relu(x)
+    res["relu_dx"] = ops.relu_backward(res["relu"], mask)
+    flat = x.reshape(x.shape[0], -1)
+    lw = np.resize(w, (flat.shape[1], 2))
+    res["linear"], lcache = ops.linear(flat, lw, b[:2])
+    res["linear_dx"], res["linear_dw"], res["linear_db"] = ops.linear_backward(res["linear"],
+                                                                               lcache)
+    res["softmax"] = ops.softmax(res["linear"])
+    return res
+
+
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint8, np.bool_])
+def test_integer_and_bool_inputs_are_promoted_to_float64(kind, rng):
+    x = rng.integers(0, 2 if kind is np.bool_ else 5, (2, 2, 6, 6)).astype(kind)
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    ours = _all_ops(x, w, b)
+    exact = _all_ops(x.astype(np.float64), w, b)
+    for name, value in ours.items():
+        assert value.dtype == np.float64, name
+        np.testing.assert_array_equal(value, exact[name], err_msg=name)
+    # integer weights too, and an integer image with float32 weights: never an integer buffer
+    w_int = np.round(w * 4).astype(np.int64)
+    out, cache = ops.conv2d(x, w_int, b.astype(np.float32), padding=1)
+    assert out.dtype == np.float64
+    ref, _ = ops.conv2d(x.astype(np.float64), w_int.astype(np.float64),
+                        b.astype(np.float32).astype(np.float64), padding=1)
+    np.testing.assert_array_equal(out, ref)
+    dx, dw, db = ops.conv2d_backward(np.ones(out.shape, dtype=np.int64), cache)
+    assert dx.dtype == dw.dtype == db.dtype == np.float64
+    loss, probs, dlogits = ops.softmax_cross_entropy(np.arange(6).reshape(2, 3), np.array([0, 2]))
+    assert probs.dtype == dlogits.dtype == np.float64
+
+
+def test_conv2d_with_float_x_and_int_weights_keeps_the_weights(rng):
+    # the bug: conv2d cast w into x's buffer; with an int x it wrote float weights into ints
+    x = rng.integers(0, 3, (1, 1, 5, 5))
+    w = rng.standard_normal((2, 1, 3, 3))
+    out, _ = ops.conv2d(x, w, np.zeros(2), padding=1)
+    ref = lesson_conv(x.astype(np.float64), w, np.zeros(2), 1, 1, 1)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
+
+
+def test_mixed_float32_and_float64_give_float64_in_every_op(rng):
+    x32 = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    w, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    # conv2d used to cast w into float32 (x's dtype) while linear promoted to float64
+    out, cache = ops.conv2d(x32, w, b, padding=1)
+    assert out.dtype == np.float64
+    ref, ref_cache = ops.conv2d(x32.astype(np.float64), w, b, padding=1)
+    np.testing.assert_array_equal(out, ref)
+    dout32 = rng.standard_normal(out.shape).astype(np.float32)
+    for ours, exact in zip(ops.conv2d_backward(dout32, cache),
+                           ops.conv2d_backward(dout32.astype(np.float64), ref_cache), strict=True):
+        assert ours.dtype == np.float64
+        np.testing.assert_array_equal(ours, exact)
+    # a float64 dout into a float32 forward gives float64 gradients, as the rule says
+    _, cache32 = ops.conv2d(x32, w.astype(np.float32), b.astype(np.float32), padding=1)
+    assert all(g.dtype == np.float64 for g in ops.conv2d_backward(dout32.astype(np.float64),
+                                                                  cache32))
+    lout, lcache = ops.linear(x32.reshape(2, -1), rng.standard_normal((72, 4)), b[:1])
+    assert lout.dtype == np.float64
+    assert all(g.dtype == np.float64 for g in ops.linear_backward(
+        np.ones((2, 4), np.float32), lcache))
+    # and float32 throughout stays float32 throughout
+    res = _all_ops(x32, w.astype(np.float32), b.astype(np.float32))
+    assert {name: v.dtype for name, v in res.items()} == {name: np.float32 for name in res}
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.complex128, object])
+def test_unsupported_dtypes_are_refused(dtype):
+    x = np.ones((1, 1, 4, 4), dtype=dtype)
+    w = np.ones((1, 1, 3, 3))
+    for call in (lambda: ops.conv2d(x, w, None, padding=1), lambda: ops.maxpool2d(x),
+                 lambda: ops.relu(x), lambda: ops.linear(x.reshape(1, 16), np.ones((16, 2)),
+                                                         np.zeros(2)),
+                 lambda: ops.softmax(x.reshape(1, 16))):
+        with pytest.raises(TypeError, match="float32 or float64"):
+            call()
