@@ -27,6 +27,7 @@ Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2
 from __future__ import annotations
 
 import ctypes
+import operator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -61,8 +62,27 @@ def _as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return a if a.dtype == dtype else a.astype(dtype)
 
 
+def _count(op: str, name: str, value: object, least: int = 1) -> int:
+    """``value`` as an int, refused with one sentence unless it is an integer >= ``least``."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < least:
+        need = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ValueError(f"{op}: {name} must be {need}, got {value!r}")
+    return n
+
+
+def _ndim(op: str, name: str, a: np.ndarray, ndim: int, layout: str) -> None:
+    if a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis; raises if it would not be whole."""
+    stride = _count("conv_output_size", "the stride", stride)
+    padding = _count("conv_output_size", "the padding", padding, least=0)
     span = size + 2 * padding - kernel
     if span < 0:
         raise ValueError(
@@ -128,6 +148,16 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: in
     x, w = np.asarray(x), np.asarray(w)
     b = None if b is None else np.asarray(b)
     dtype = _dtype("conv2d", ("x", x), ("w", w), ("b", b))
+    stride = _count("conv2d", "stride", stride)
+    padding = _count("conv2d", "padding", padding, least=0)
+    groups = _count("conv2d", "groups", groups)
+    _ndim("conv2d", "x", x, 4, "(N, C, H, W)")
+    _ndim("conv2d", "w", w, 4, "(F, C/groups, kH, kW)")
+    if 0 in w.shape:
+        raise ValueError(f"conv2d: the weights {w.shape} have an empty axis")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"conv2d: b must have shape ({w.shape[0]},), one per filter, "
+                         f"got {b.shape}")
     N, C, H, W = x.shape
     F, Cg, kH, kW = w.shape
     g = _Geometry(x.shape, w.shape, stride, padding, groups, dtype.itemsize)
@@ -219,6 +249,9 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     first maximum in row-major order, as in PyTorch."""
     x = np.asarray(x)
     x = _as(x, _dtype("maxpool2d", ("x", x)))
+    size = _count("maxpool2d", "size", size)
+    stride = _count("maxpool2d", "stride", stride)
+    _ndim("maxpool2d", "x", x, 4, "(N, C, H, W)")
     N, C, H, W = x.shape
     if size > H or size > W:
         raise ValueError(f"max-pool window {size} is larger than the input {H}x{W}")

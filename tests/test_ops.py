@@ -286,3 +286,48 @@ def test_unsupported_dtypes_are_refused(dtype):
                  lambda: ops.softmax(x.reshape(1, 16))):
         with pytest.raises(TypeError, match="float32 or float64"):
             call()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"stride": 0}, "stride must be a positive integer, got 0"),
+    ({"stride": -1}, "stride must be a positive integer, got -1"),
+    ({"stride": 1.5}, "stride must be a positive integer, got 1.5"),
+    ({"groups": 0}, "groups must be a positive integer, got 0"),
+    ({"groups": -2}, "groups must be a positive integer, got -2"),
+    ({"padding": -1}, "padding must be an integer >= 0, got -1"),
+    ({"padding": 0.5}, "padding must be an integer >= 0, got 0.5"),
+])
+def test_conv2d_bad_hyperparameters_raise_one_clear_sentence(kwargs, match):
+    x, w = np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 3, 3))
+    with pytest.raises(ValueError, match=match):
+        ops.conv2d(x, w, np.zeros(2), **kwargs)
+
+
+@pytest.mark.parametrize("stride,padding", [(0, 0), (-1, 0), (1, -1)])
+def test_conv_output_size_refuses_bad_stride_and_padding(stride, padding):
+    with pytest.raises(ValueError, match="must be"):
+        ops.conv_output_size(6, 3, stride, padding)
+
+
+@pytest.mark.parametrize("size,stride,match", [
+    (0, 2, "size must be a positive integer, got 0"),
+    (-2, 2, "size must be a positive integer, got -2"),
+    (2, 0, "stride must be a positive integer, got 0"),
+    (2, -1, "stride must be a positive integer, got -1"),
+])
+def test_maxpool_bad_size_or_stride_raise_one_clear_sentence(size, stride, match):
+    with pytest.raises(ValueError, match=match):
+        ops.maxpool2d(np.zeros((1, 1, 4, 4)), size, stride)
+
+
+def test_conv2d_bad_shapes_raise_one_clear_sentence():
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        ops.conv2d(np.zeros((2, 6, 6)), np.zeros((2, 2, 3, 3)))
+    with pytest.raises(ValueError, match="w must be 4-D"):
+        ops.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="empty axis"):
+        ops.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 0, 3)))
+    with pytest.raises(ValueError, match="b must have shape"):
+        ops.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 3, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        ops.maxpool2d(np.zeros((6, 6)))
