@@ -360,8 +360,19 @@ def softmax_cross_entropy(logits: np.ndarray,
     """
     logits = np.asarray(logits)
     logits = _as(logits, _dtype("softmax_cross_entropy", ("logits", logits)))
+    _ndim("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
+    N, classes = logits.shape
     labels = np.asarray(labels)
-    N = logits.shape[0]
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"softmax_cross_entropy: labels must be integers (class indices), "
+                         f"got dtype {labels.dtype}")
+    if labels.shape != (N,):
+        raise ValueError(f"softmax_cross_entropy: labels must have shape ({N},), one per row "
+                         f"of logits, got {labels.shape}")
+    if N and (labels.min() < 0 or labels.max() >= classes):
+        bad = labels[(labels < 0) | (labels >= classes)][0]
+        raise ValueError(f"softmax_cross_entropy: label {bad} is not a class: labels must be "
+                         f"from 0 to {classes - 1}")
     rows = np.arange(N)
     probs = softmax(logits)
     picked = probs[rows, labels]

@@ -331,3 +331,25 @@ def test_conv2d_bad_shapes_raise_one_clear_sentence():
         ops.conv2d(np.zeros((1, 2, 6, 6)), np.zeros((2, 2, 3, 3)), np.zeros(3))
     with pytest.raises(ValueError, match="x must be 4-D"):
         ops.maxpool2d(np.zeros((6, 6)))
+
+
+@pytest.mark.parametrize("labels,match", [
+    ([0, -1], "label -1 is not a class: labels must be from 0 to 2"),
+    ([3, 0], "label 3 is not a class: labels must be from 0 to 2"),
+    ([0, 7], "label 7 is not a class"),
+    ([0.0, 1.0], "labels must be integers"),
+    ([True, False], "labels must be integers"),
+    ([0, 1, 2], r"labels must have shape \(2,\)"),
+    ([[0], [1]], r"labels must have shape \(2,\)"),
+])
+def test_softmax_cross_entropy_refuses_bad_labels(labels, match):
+    with pytest.raises(ValueError, match=match):
+        ops.softmax_cross_entropy(np.zeros((2, 3)), np.array(labels))
+
+
+def test_softmax_cross_entropy_accepts_every_class_and_unsigned_labels():
+    logits = np.arange(6.0).reshape(2, 3)
+    loss, _, dlogits = ops.softmax_cross_entropy(logits, np.array([0, 2], dtype=np.uint8))
+    ref, _, ref_d = ops.softmax_cross_entropy(logits, [0, 2])
+    assert loss == ref
+    np.testing.assert_array_equal(dlogits, ref_d)
