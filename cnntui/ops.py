@@ -32,30 +32,30 @@ import operator
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
-_FLOAT64 = np.dtype(np.float64)
+_FLOAT64, _FLOAT32 = np.dtype(np.float64), np.dtype(np.float32)
 
 
-def _dtype(op: str, *named: tuple[str, np.ndarray | np.dtype | None]) -> np.dtype:
-    """The module's dtype rule (see the docstring) over (name, array or dtype) pairs."""
-    found = None
-    mixed = False
-    for name, a in named:
-        if a is None:
+def _dtype(op: str, names: tuple[str, ...], *dtypes: np.dtype | None) -> np.dtype:
+    """The module's dtype rule (see the docstring) over the inputs' dtypes (None: no input).
+    Checked per call, so the common case (one float dtype throughout) is tested first."""
+    d = dtypes[0]
+    if d is _FLOAT64 or d is _FLOAT32:
+        for e in dtypes[1:]:
+            if e is not d and e is not None:
+                break
+        else:
+            return d
+    found = []
+    for name, dt in zip(names, dtypes, strict=True):
+        if dt is None:
             continue
-        dt = a if isinstance(a, np.dtype) else a.dtype
-        if dt not in _FLOATS:
-            if dt.kind not in "biu":
-                raise TypeError(f"{op}: {name} has dtype {dt}; use float32 or float64 (integer "
-                                f"and boolean arrays are promoted to float64)")
+        if dt.kind in "biu":
             dt = _FLOAT64
-        if found is None:
-            found = dt
-        elif dt != found:
-            mixed = True
-    if found is None:
-        raise TypeError(f"{op}: no array input")
-    return _FLOAT64 if mixed else found
+        elif dt not in (_FLOAT64, _FLOAT32):
+            raise TypeError(f"{op}: {name} has dtype {dt}; use float32 or float64 (integer "
+                            f"and boolean arrays are promoted to float64)")
+        found.append(dt)
+    return np.result_type(*found)
 
 
 def _as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -64,6 +64,8 @@ def _as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _count(op: str, name: str, value: object, least: int = 1) -> int:
     """``value`` as an int, refused with one sentence unless it is an integer >= ``least``."""
+    if type(value) is int and value >= least:
+        return value
     try:
         n = operator.index(value)
     except TypeError:
@@ -74,15 +76,19 @@ def _count(op: str, name: str, value: object, least: int = 1) -> int:
     return n
 
 
-def _ndim(op: str, name: str, a: np.ndarray, ndim: int, layout: str) -> None:
-    if a.ndim != ndim:
-        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
+def _ndim_error(op: str, name: str, a: np.ndarray, ndim: int, layout: str) -> ValueError:
+    return ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis; raises if it would not be whole."""
     stride = _count("conv_output_size", "the stride", stride)
     padding = _count("conv_output_size", "the padding", padding, least=0)
+    return _output_size(size, kernel, stride, padding)
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """conv_output_size for a stride and padding already checked (conv2d checks them once)."""
     span = size + 2 * padding - kernel
     if span < 0:
         raise ValueError(
@@ -126,8 +132,8 @@ class _Geometry:
                 f"conv2d: input has {C} channels and weights {w_shape} with groups={groups}; "
                 f"need C == groups * weight.shape[1] and F divisible by groups"
             )
-        self.H_out = conv_output_size(H, kH, stride, padding)
-        self.W_out = conv_output_size(W, kW, stride, padding)
+        self.H_out = _output_size(H, kH, stride, padding)
+        self.W_out = _output_size(W, kW, stride, padding)
         self.Hp, self.Wp = H + 2 * padding, W + 2 * padding
         self.Wq = self.Wp if stride == 1 else self.W_out
         self.P, self.L, self.K = self.Hp * self.Wp, self.H_out * self.Wq, Cg * kH * kW
@@ -147,12 +153,14 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: in
     """x (N, C, H, W), w (F, C/groups, kH, kW), b (F,) -> out (N, F, H_out, W_out)."""
     x, w = np.asarray(x), np.asarray(w)
     b = None if b is None else np.asarray(b)
-    dtype = _dtype("conv2d", ("x", x), ("w", w), ("b", b))
+    dtype = _dtype("conv2d", ("x", "w", "b"), x.dtype, w.dtype, None if b is None else b.dtype)
     stride = _count("conv2d", "stride", stride)
     padding = _count("conv2d", "padding", padding, least=0)
     groups = _count("conv2d", "groups", groups)
-    _ndim("conv2d", "x", x, 4, "(N, C, H, W)")
-    _ndim("conv2d", "w", w, 4, "(F, C/groups, kH, kW)")
+    if x.ndim != 4:
+        raise _ndim_error("conv2d", "x", x, 4, "(N, C, H, W)")
+    if w.ndim != 4:
+        raise _ndim_error("conv2d", "w", w, 4, "(F, C/groups, kH, kW)")
     if 0 in w.shape:
         raise ValueError(f"conv2d: the weights {w.shape} have an empty axis")
     if b is not None and b.shape != (w.shape[0],):
@@ -189,7 +197,7 @@ def conv2d_backward(dout: np.ndarray,
     """Gradients of conv2d: (dx, dw, db); db is None when the forward had no bias."""
     x_shape, w, has_bias, stride, padding, groups, xp = cache
     dout = np.asarray(dout)
-    dtype = _dtype("conv2d_backward", ("dout", dout), ("the forward's dtype", xp.dtype))
+    dtype = _dtype("conv2d_backward", ("dout", "the forward's dtype"), dout.dtype, xp.dtype)
     N, C, H, W = x_shape
     F, Cg, kH, kW = w.shape
     Fg = F // groups
@@ -248,10 +256,11 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     (row * W + col) into its channel of the input where the window's maximum was. Ties go to the
     first maximum in row-major order, as in PyTorch."""
     x = np.asarray(x)
-    x = _as(x, _dtype("maxpool2d", ("x", x)))
+    x = _as(x, _dtype("maxpool2d", ("x",), x.dtype))
     size = _count("maxpool2d", "size", size)
     stride = _count("maxpool2d", "stride", stride)
-    _ndim("maxpool2d", "x", x, 4, "(N, C, H, W)")
+    if x.ndim != 4:
+        raise _ndim_error("maxpool2d", "x", x, 4, "(N, C, H, W)")
     N, C, H, W = x.shape
     if size > H or size > W:
         raise ValueError(f"max-pool window {size} is larger than the input {H}x{W}")
@@ -297,7 +306,7 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """The gradient flows only to the input cell each window took its maximum from."""
     (N, C, H, W), argmax, size, stride = cache
     dout = np.asarray(dout)
-    dtype = _dtype("maxpool2d_backward", ("dout", dout))
+    dtype = _dtype("maxpool2d_backward", ("dout",), dout.dtype)
     if stride >= size:  # windows do not overlap: every index is unique, so one scatter
         dx = np.zeros(N * C * H * W, dtype=dtype)
         idx = argmax.reshape(N * C, -1) + np.arange(0, N * C * H * W, H * W)[:, None]
@@ -314,20 +323,20 @@ def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """max(0, x) as the lesson writes it (``x * mask`` would give -0.0 for negative inputs);
     the cache is the mask of positive inputs."""
     x = np.asarray(x)
-    x = _as(x, _dtype("relu", ("x", x)))
+    x = _as(x, _dtype("relu", ("x",), x.dtype))
     return np.maximum(0, x), x > 0
 
 
 def relu_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``dout * mask`` (the mask records no dtype: the result follows dout's)."""
     dout = np.asarray(dout)
-    return _as(dout, _dtype("relu_backward", ("dout", dout))) * mask
+    return _as(dout, _dtype("relu_backward", ("dout",), dout.dtype)) * mask
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
     """x (N, D) @ w (D, M) + b (M,), as the lesson's ``flat @ W3 + b3``."""
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
-    dtype = _dtype("linear", ("x", x), ("w", w), ("b", b))
+    dtype = _dtype("linear", ("x", "w", "b"), x.dtype, w.dtype, b.dtype)
     x, w, b = _as(x, dtype), _as(w, dtype), _as(b, dtype)
     return x @ w + b, (x, w)
 
@@ -335,14 +344,15 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tup
 def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, w = cache
     dout = np.asarray(dout)
-    dout = _as(dout, _dtype("linear_backward", ("dout", dout), ("the forward's dtype", x.dtype)))
+    dout = _as(dout, _dtype("linear_backward", ("dout", "the forward's dtype"), dout.dtype,
+                                x.dtype))
     return dout @ w.T, x.T @ dout, dout.sum(axis=0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, shifted by the row maximum so that large logits cannot overflow."""
     logits = np.asarray(logits)
-    logits = _as(logits, _dtype("softmax", ("logits", logits)))
+    logits = _as(logits, _dtype("softmax", ("logits",), logits.dtype))
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -359,8 +369,9 @@ def softmax_cross_entropy(logits: np.ndarray,
     when the network is sure (p = 1 - 1e-10) the subtraction would keep only ~6 of its digits.
     """
     logits = np.asarray(logits)
-    logits = _as(logits, _dtype("softmax_cross_entropy", ("logits", logits)))
-    _ndim("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
+    logits = _as(logits, _dtype("softmax_cross_entropy", ("logits",), logits.dtype))
+    if logits.ndim != 2:
+        raise _ndim_error("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
     N, classes = logits.shape
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
@@ -369,10 +380,14 @@ def softmax_cross_entropy(logits: np.ndarray,
     if labels.shape != (N,):
         raise ValueError(f"softmax_cross_entropy: labels must have shape ({N},), one per row "
                          f"of logits, got {labels.shape}")
-    if N and (labels.min() < 0 or labels.max() >= classes):
-        bad = labels[(labels < 0) | (labels >= classes)][0]
-        raise ValueError(f"softmax_cross_entropy: label {bad} is not a class: labels must be "
-                         f"from 0 to {classes - 1}")
+    if N:
+        # checked per call, so cheaply: on a few labels Python's min/max beat NumPy reductions
+        few = labels.tolist() if N <= 64 else None
+        lo, hi = (min(few), max(few)) if few else (labels.min(), labels.max())
+        if lo < 0 or hi >= classes:
+            bad = labels[(labels < 0) | (labels >= classes)][0]
+            raise ValueError(f"softmax_cross_entropy: label {bad} is not a class: labels must "
+                             f"be from 0 to {classes - 1}")
     rows = np.arange(N)
     probs = softmax(logits)
     picked = probs[rows, labels]
