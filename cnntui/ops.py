@@ -189,28 +189,30 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: in
         # one small matmul per image: a single GEMM of these skinny shapes is slower
         np.matmul(wb, cols[:, :, :n].transpose(2, 0, 1, 3), out=res[:n])
         out[n0:n0 + n] = res[:n].reshape(n, F, g.H_out, g.Wq)[..., :g.W_out]
-    return out, (x.shape, w, b is not None, stride, padding, groups, xp)
+    # the cache owns everything it holds, so a caller may change x, w or b in place before the
+    # backward pass, as an optimiser does: xp and wb are already copies
+    return out, (x.shape, w.shape, wb, b is not None, stride, padding, groups, xp)
 
 
 def conv2d_backward(dout: np.ndarray,
                     cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of conv2d: (dx, dw, db); db is None when the forward had no bias."""
-    x_shape, w, has_bias, stride, padding, groups, xp = cache
+    x_shape, w_shape, wb, has_bias, stride, padding, groups, xp = cache
     dout = np.asarray(dout)
     dtype = _dtype("conv2d_backward", ("dout", "the forward's dtype"), dout.dtype, xp.dtype)
     N, C, H, W = x_shape
-    F, Cg, kH, kW = w.shape
+    F, Cg, kH, kW = w_shape
     Fg = F // groups
-    g = _Geometry(x_shape, w.shape, stride, padding, groups, dtype.itemsize)
+    g = _Geometry(x_shape, w_shape, stride, padding, groups, dtype.itemsize)
     K, L, P, B = g.K, g.L, g.P, g.chunk
-    windows = g.windows(xp, groups, w.shape, N, stride)
+    windows = g.windows(xp, groups, w_shape, N, stride)
     cols = np.empty((groups, K + 1, B, L), dtype=dtype)
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
     d = np.zeros((B, F, g.H_out, g.Wq), dtype=dtype)  # its junk columns stay zero
     # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
     dwb = np.empty((N, groups, K + 1, Fg), dtype=dtype)
-    w_t = w.reshape(groups, Fg, K).transpose(0, 2, 1)
+    w_t = wb[:, :, :K].transpose(0, 2, 1)
     if stride == 1:
         # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
         # `shift` zeros; junk stays zero. col2im is then one sum over (i, j) of a strided view
@@ -337,8 +339,9 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tup
     """x (N, D) @ w (D, M) + b (M,), as the lesson's ``flat @ W3 + b3``."""
     x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
     dtype = _dtype("linear", ("x", "w", "b"), x.dtype, w.dtype, b.dtype)
-    x, w, b = _as(x, dtype), _as(w, dtype), _as(b, dtype)
-    return x @ w + b, (x, w)
+    # copies (cast on the way if need be), so that the cache does not alias the caller's arrays
+    x, w = np.array(x, dtype=dtype), np.array(w, dtype=dtype)
+    return x @ w + _as(b, dtype), (x, w)
 
 
 def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

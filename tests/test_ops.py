@@ -353,3 +353,69 @@ def test_softmax_cross_entropy_accepts_every_class_and_unsigned_labels():
     ref, _, ref_d = ops.softmax_cross_entropy(logits, [0, 2])
     assert loss == ref
     np.testing.assert_array_equal(dlogits, ref_d)
+
+
+def _scribble(*arrays):
+    """What an optimiser does between the forward and the backward pass: change arrays in place."""
+    for a in arrays:
+        a *= -3.0
+        a += 1.0
+
+
+def test_backward_does_not_see_in_place_changes_to_the_callers_arrays(rng):
+    def fresh(*shapes):
+        return [rng.standard_normal(s) for s in shapes]
+
+    # conv2d: the cache held the caller's w itself
+    x, w, b = fresh((2, 3, 7, 7), (4, 3, 3, 3), (4,))
+    dout = rng.standard_normal((2, 4, 7, 7))
+    expected = ops.conv2d_backward(dout, ops.conv2d(x.copy(), w.copy(), b.copy(), padding=1)[1])
+    out, cache = ops.conv2d(x, w, b, padding=1)
+    _scribble(x, w, b, out)
+    for ours, exact in zip(ops.conv2d_backward(dout, cache), expected, strict=True):
+        np.testing.assert_array_equal(ours, exact)
+    # strided and grouped convolutions too
+    x, w, b = fresh((2, 4, 9, 9), (4, 2, 3, 3), (4,))
+    dout = rng.standard_normal((2, 4, 4, 4))
+    expected = ops.conv2d_backward(dout, ops.conv2d(x.copy(), w.copy(), b.copy(), stride=2,
+                                                    groups=2)[1])
+    out, cache = ops.conv2d(x, w, b, stride=2, groups=2)
+    _scribble(x, w, b, out)
+    for ours, exact in zip(ops.conv2d_backward(dout, cache), expected, strict=True):
+        np.testing.assert_array_equal(ours, exact)
+    # linear: the cache held x and w themselves
+    x, w, b = fresh((5, 7), (7, 3), (3,))
+    dout = rng.standard_normal((5, 3))
+    expected = ops.linear_backward(dout, ops.linear(x.copy(), w.copy(), b.copy())[1])
+    out, cache = ops.linear(x, w, b)
+    _scribble(x, w, b, out)
+    for ours, exact in zip(ops.linear_backward(dout, cache), expected, strict=True):
+        np.testing.assert_array_equal(ours, exact)
+    # relu and max-pool (their caches were already their own: keep it so)
+    x, = fresh((2, 3, 6, 6))
+    dout = rng.standard_normal(x.shape)
+    expected = ops.relu_backward(dout, ops.relu(x.copy())[1])
+    out, mask = ops.relu(x)
+    _scribble(x, out)
+    np.testing.assert_array_equal(ops.relu_backward(dout, mask), expected)
+    for size, stride in ((2, 2), (3, 1)):
+        x, = fresh((2, 3, 6, 6))
+        out, cache = ops.maxpool2d(x.copy(), size, stride)
+        dout = rng.standard_normal(out.shape)
+        expected = ops.maxpool2d_backward(dout, cache)
+        out, cache = ops.maxpool2d(x, size, stride)
+        _scribble(x, out)
+        np.testing.assert_array_equal(ops.maxpool2d_backward(dout, cache), expected)
+
+
+def test_linear_backward_after_an_sgd_step_uses_the_forwards_weights(rng):
+    # the trainer's order: forward, then update the parameters in place, then (say, for a
+    # second look) backward from the same cache: the gradients are those of the forward's W
+    x, w, b = rng.standard_normal((4, 6)), rng.standard_normal((6, 2)), rng.standard_normal(2)
+    dout = rng.standard_normal((4, 2))
+    _, cache = ops.linear(x, w, b)
+    dx0, dw0, _ = ops.linear_backward(dout, cache)
+    w -= 0.1 * dw0
+    dx1, dw1, _ = ops.linear_backward(dout, cache)
+    np.testing.assert_array_equal(dx1, dx0)
+    np.testing.assert_array_equal(dw1, dw0)
