@@ -27,6 +27,7 @@ Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2
 from __future__ import annotations
 
 import ctypes
+import math
 import operator
 
 import numpy as np
@@ -56,6 +57,14 @@ def _dtype(op: str, names: tuple[str, ...], *dtypes: np.dtype | None) -> np.dtyp
                             f"and boolean arrays are promoted to float64)")
         found.append(dt)
     return np.result_type(*found)
+
+
+def _surely_finite(a: np.ndarray) -> bool:
+    """True if the contiguous array ``a`` has no NaN or Inf, from one BLAS dot product (~2x
+    faster than a sum): a NaN or Inf makes ``a . a`` non-finite. False also when the squares
+    overflow (|a| > ~1e154 in float64): callers then take their careful path, merely slower."""
+    flat = a.reshape(-1)
+    return math.isfinite(flat @ flat)
 
 
 def _as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -213,6 +222,13 @@ def conv2d_backward(dout: np.ndarray,
     # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
     dwb = np.empty((N, groups, K + 1, Fg), dtype=dtype)
     w_t = wb[:, :, :K].transpose(0, 2, 1)
+    # The junk columns of the stride-1 grid (see _Geometry) hold neighbouring pixels, and the
+    # matmuls multiply them by d's zeros: harmless unless a pixel (or weight) is NaN or Inf, whose
+    # product with 0 is NaN, in a dw (or dx) entry that PyTorch leaves finite. Then the junk
+    # columns of cols (or of dcols) are zeroed too.
+    junk = stride == 1 and kW > 1
+    junk_x = junk and not _surely_finite(xp)
+    junk_w = junk and not _surely_finite(wb)
     if stride == 1:
         # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
         # `shift` zeros; junk stays zero. col2im is then one sum over (i, j) of a strided view
@@ -228,12 +244,17 @@ def conv2d_backward(dout: np.ndarray,
     for n0 in range(0, N, B):
         n = min(B, N - n0)
         cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
+        if junk_x:
+            cols_view[..., g.W_out:] = 0
         d[:n, :, :, :g.W_out] = dout[n0:n0 + n]
         dn = d[:n].reshape(n, groups, Fg, L)
         np.matmul(cols[:, :, :n].transpose(2, 0, 1, 3), dn.transpose(0, 1, 3, 2),
                   out=dwb[n0:n0 + n])
         if stride == 1:
             np.matmul(w_t, dn, out=dcols_out[:n])
+            if junk_w:
+                _view(dcols, g.shift + g.W_out, (n, C * kH * kW, g.H_out, kW - 1),
+                      (P, R, g.Wp, 1))[...] = 0
             shifted = _view(dcols, g.shift, (C, kH, kW, n * P),
                             (kH * kW * R, kW * R - g.Wp, R - 1, 1))
             np.add.reduce(shifted, axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
@@ -276,6 +297,10 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     windows = windows[:, :, :H_out, :W_out].reshape(N, C, H_out, W_out, size * size)
     k = windows.argmax(axis=-1)  # first maximum in row-major order within the window
     out = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
+    if out.dtype.kind == "f" and np.isnan(out).any():
+        # np.argmax takes a window's first NaN, PyTorch its last: route the gradient as it does
+        nan = np.isnan(windows)
+        k = np.where(nan.any(axis=-1), size * size - 1 - nan[..., ::-1].argmax(axis=-1), k)
     rows = np.arange(H_out)[:, None] * stride + k // size
     cols = np.arange(W_out)[None, :] * stride + k % size
     argmax = rows * W + cols
@@ -285,7 +310,8 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
 def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.ndarray] | None:
     """2x2 windows, stride 2: a tournament between the windows' four corners, ~5x faster than an
     argmax over a window axis. Strict comparisons keep the first maximum in row-major order;
-    returns None if there is a NaN, whose rule (the first NaN wins) the general path keeps."""
+    returns None if there is a NaN, whose rule (PyTorch's: the last NaN wins) the general path
+    keeps."""
     N, C, _, W = x.shape
     x = x[:, :, :2 * H_out, :2 * W_out]
     # one copy into four contiguous corner planes; ufuncs over strided views are much slower
@@ -323,16 +349,24 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """max(0, x) as the lesson writes it (``x * mask`` would give -0.0 for negative inputs);
-    the cache is the mask of positive inputs."""
+    the cache is the mask of the inputs that pass their gradient on: the positive ones and, as
+    in PyTorch (whose test is ``not x <= 0``), NaN. ``out != 0`` is that mask in one pass."""
     x = np.asarray(x)
     x = _as(x, _dtype("relu", ("x",), x.dtype))
-    return np.maximum(0, x), x > 0
+    out = np.maximum(0, x)
+    return out, out != 0
 
 
 def relu_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``dout * mask`` (the mask records no dtype: the result follows dout's)."""
+    """``dout * mask`` (the mask records no dtype: the result follows dout's). PyTorch selects
+    instead of multiplying, so a NaN or Inf in dout where the mask is off gives 0: the same
+    here, tested with one dot product (``_surely_finite``) so the common case stays a single
+    multiply."""
     dout = np.asarray(dout)
-    return _as(dout, _dtype("relu_backward", ("dout",), dout.dtype)) * mask
+    dx = _as(dout, _dtype("relu_backward", ("dout",), dout.dtype)) * mask
+    if not _surely_finite(dx):
+        dx[~mask] = 0
+    return dx
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:

@@ -419,3 +419,130 @@ def test_linear_backward_after_an_sgd_step_uses_the_forwards_weights(rng):
     dx1, dw1, _ = ops.linear_backward(dout, cache)
     np.testing.assert_array_equal(dx1, dx0)
     np.testing.assert_array_equal(dw1, dw0)
+
+
+# ---- NaN and Inf: every gradient entry PyTorch leaves finite is finite here, and equal ----------
+
+
+def _assert_same_where_finite(ours, theirs, what):
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else theirs
+    fin = np.isfinite(theirs)
+    np.testing.assert_array_equal(np.isfinite(ours), fin, err_msg=f"{what}: finite masks differ")
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs), err_msg=f"{what}: NaN masks")
+    scale = np.max(np.abs(theirs[fin]), initial=0.0)
+    np.testing.assert_allclose(ours[fin], theirs[fin], rtol=1e-12, atol=1e-12 * scale,
+                               err_msg=what)
+    np.testing.assert_array_equal(ours[~fin], theirs[~fin], err_msg=f"{what}: the non-finite")
+
+
+NAN_CONV_CASES = [
+    (2, 2, 7, 6, 3, 3, 1, 1, 1),  # SimpleCNN's shape of convolution
+    (1, 2, 6, 6, 2, 3, 1, 0, 1),
+    (1, 1, 8, 9, 2, 5, 1, 2, 1),
+    (1, 4, 6, 6, 4, 3, 1, 1, 2),
+    (1, 2, 9, 9, 3, 3, 2, 1, 1),
+    (1, 3, 6, 6, 3, 3, 1, 1, 3),  # depthwise
+]
+SPOTS = {"top-left": (0, 0), "top-right": (0, -1), "bottom-left": (-1, 0), "bottom-right": (-1, -1),
+         "top edge": (0, 2), "left edge": (3, 0), "right edge": (2, -1), "bottom edge": (-1, 3),
+         "interior": (3, 2)}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["x", "dout"])
+@pytest.mark.parametrize("case", NAN_CONV_CASES,
+                         ids=lambda c: "N{}C{}H{}W{}F{}k{}s{}p{}g{}".format(*c))
+def test_conv2d_non_finite_inputs_spread_only_where_torch_spreads_them(case, where, bad, rng):
+    N, C, H, W, F_, k, stride, padding, groups = case
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((F_, C // groups, k, k))
+    w[0, 0, 0, 0] = 0.0  # 0 * Inf is NaN: in both or in neither
+    b = rng.standard_normal(F_)
+    out_shape = ops.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)[0].shape
+    for name, (i, j) in SPOTS.items():
+        xs, dout = x.copy(), rng.standard_normal(out_shape)
+        if where == "x":
+            xs[-1, 0, i, j] = bad
+        else:
+            dout[0, -1, i % out_shape[2], j % out_shape[3]] = bad
+        out, cache = ops.conv2d(xs, w, b, stride=stride, padding=padding, groups=groups)
+        grads = ops.conv2d_backward(dout, cache)
+        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (xs, w, b))
+        ot = F.conv2d(xt, wt, bt, stride=stride, padding=padding, groups=groups)
+        ot.backward(torch.tensor(dout))
+        _assert_same_where_finite(out, ot, f"out, {bad} in {where} at {name}")
+        for g, t, label in zip(grads, (xt, wt, bt), ("dx", "dw", "db"), strict=True):
+            _assert_same_where_finite(g, t.grad, f"{label}, {bad} in {where} at {name}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_conv2d_non_finite_weights_spread_only_where_torch_spreads_them(bad, rng):
+    x = rng.standard_normal((2, 2, 6, 7))
+    for f, c, i, j in ((0, 0, 0, 0), (1, 1, 2, 2), (2, 0, 1, 2), (0, 1, 2, 0)):
+        w, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+        w[f, c, i, j] = bad
+        out, cache = ops.conv2d(x, w, b, padding=1)
+        dout = rng.standard_normal(out.shape)
+        grads = ops.conv2d_backward(dout, cache)
+        xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        ot = F.conv2d(xt, wt, bt, padding=1)
+        ot.backward(torch.tensor(dout))
+        _assert_same_where_finite(out, ot, f"out, w[{f},{c},{i},{j}] = {bad}")
+        for g, t, label in zip(grads, (xt, wt, bt), ("dx", "dw", "db"), strict=True):
+            _assert_same_where_finite(g, t.grad, f"{label}, w[{f},{c},{i},{j}] = {bad}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 1), (3, 2)])
+def test_maxpool_and_relu_non_finite_inputs_route_like_torch(size, stride, rng):
+    x = rng.standard_normal((2, 2, 7, 7))
+    x[0, 0, 0, 0] = np.nan  # a corner
+    x[0, 1, 2:4, 2:4] = np.nan  # four NaNs in one window: PyTorch routes to the last of them
+    x[1, 0, 3, 3] = np.inf
+    x[1, 1, -1, -1] = -np.inf
+    x[1, 1, 0, :] = -np.inf  # a row of -Inf
+    out, cache = ops.maxpool2d(x, size, stride)
+    dout = rng.standard_normal(out.shape)
+    dout[0, 0, -1, -1] = np.nan
+    xt = torch.tensor(x, requires_grad=True)
+    ot = F.max_pool2d(xt, size, stride)
+    ot.backward(torch.tensor(dout))
+    _assert_same_where_finite(out, ot, "max-pool out")
+    _assert_same_where_finite(ops.maxpool2d_backward(dout, cache), xt.grad, "max-pool dx")
+    # ReLU: a NaN input passes its gradient on (NaN <= 0 is false), a NaN gradient at a
+    # negative input is stopped (PyTorch's threshold_backward selects, it does not multiply)
+    r, mask = ops.relu(x)
+    dr = rng.standard_normal(x.shape)
+    dr[0, 0, 1, :] = np.nan
+    dr[1, 1, 0, 0] = np.inf
+    xt = torch.tensor(x, requires_grad=True)
+    rt = torch.relu(xt)
+    rt.backward(torch.tensor(dr))
+    _assert_same_where_finite(r, rt, "relu out")
+    _assert_same_where_finite(ops.relu_backward(dr, mask), xt.grad, "relu dx")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_linear_and_softmax_cross_entropy_non_finite_like_torch(rng):
+    x, w, b = rng.standard_normal((4, 6)), rng.standard_normal((6, 3)), rng.standard_normal(3)
+    x[1, 2], x[3, 0] = np.nan, np.inf
+    out, cache = ops.linear(x, w, b)
+    dout = rng.standard_normal(out.shape)
+    dout[2, 1] = np.nan
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ot = xt @ wt + bt
+    ot.backward(torch.tensor(dout))
+    _assert_same_where_finite(out, ot, "linear out")
+    for g, t, label in zip(ops.linear_backward(dout, cache), (xt, wt, bt), ("dx", "dw", "db"),
+                           strict=True):
+        _assert_same_where_finite(g, t.grad, f"linear {label}")
+    logits = rng.standard_normal((4, 5))
+    logits[1, 3], logits[2, 0] = np.nan, -np.inf
+    labels = np.array([0, 1, 2, 3])
+    _, probs, dlogits = ops.softmax_cross_entropy(logits, labels)
+    lt = torch.tensor(logits, requires_grad=True)
+    F.cross_entropy(lt, torch.tensor(labels)).backward()
+    _assert_same_where_finite(probs, torch.softmax(lt, 1), "probs")
+    _assert_same_where_finite(dlogits, lt.grad, "dlogits")
