@@ -1,8 +1,16 @@
 """Batched NCHW layer functions in CS231n style: ``forward(...) -> (out, cache)`` and
 ``backward(dout, cache)``.
 
-Every function keeps the dtype of its input (float64 by default, float32 on request) and has no
-Python loop over pixels: a convolution is one im2col copy plus one small matmul per image.
+No function has a Python loop over pixels: a convolution is one im2col copy plus one small
+matmul per image.
+
+One dtype rule for every function: the result dtype is ``np.result_type`` of the array inputs
+(x, w, b, dout, logits; a backward pass also counts the dtype its forward computed in, where
+the cache records it), after promoting integer and boolean inputs to float64. So float32
+stays float32 only if every input is float32, float32 mixed with float64 gives float64, and an
+integer or boolean image is computed in float64 (never truncated into an integer buffer). Other
+dtypes (float16, complex, object, ...) raise a TypeError. Pure float32 and pure float64 inputs,
+which is what the model, trace and trainer pass, run without any extra copy or cast.
 
 Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2 cores):
 - elementwise ufuncs over views with short rows are ~3x slower than over long contiguous rows,
@@ -19,14 +27,78 @@ Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2
 from __future__ import annotations
 
 import ctypes
+import math
+import operator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+_FLOAT64, _FLOAT32 = np.dtype(np.float64), np.dtype(np.float32)
+
+
+def _dtype(op: str, names: tuple[str, ...], *dtypes: np.dtype | None) -> np.dtype:
+    """The module's dtype rule (see the docstring) over the inputs' dtypes (None: no input).
+    Checked per call, so the common case (one float dtype throughout) is tested first."""
+    d = dtypes[0]
+    if d is _FLOAT64 or d is _FLOAT32:
+        for e in dtypes[1:]:
+            if e is not d and e is not None:
+                break
+        else:
+            return d
+    found = []
+    for name, dt in zip(names, dtypes, strict=True):
+        if dt is None:
+            continue
+        if dt.kind in "biu":
+            dt = _FLOAT64
+        elif dt not in (_FLOAT64, _FLOAT32):
+            raise TypeError(f"{op}: {name} has dtype {dt}; use float32 or float64 (integer "
+                            f"and boolean arrays are promoted to float64)")
+        found.append(dt)
+    return np.result_type(*found)
+
+
+def _surely_finite(a: np.ndarray) -> bool:
+    """True if the contiguous array ``a`` has no NaN or Inf, from one BLAS dot product (~2x
+    faster than a sum): a NaN or Inf makes ``a . a`` non-finite. False also when the squares
+    overflow (|a| > ~1e154 in float64): callers then take their careful path, merely slower."""
+    flat = a.reshape(-1)
+    return math.isfinite(flat @ flat)
+
+
+def _as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def _count(op: str, name: str, value: object, least: int = 1) -> int:
+    """``value`` as an int, refused with one sentence unless it is an integer >= ``least``."""
+    if type(value) is int and value >= least:
+        return value
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < least:
+        need = "a positive integer" if least == 1 else f"an integer >= {least}"
+        raise ValueError(f"{op}: {name} must be {need}, got {value!r}")
+    return n
+
+
+def _ndim_error(op: str, name: str, a: np.ndarray, ndim: int, layout: str) -> ValueError:
+    return ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis. A size that does not divide evenly rounds
     down, as PyTorch and the lesson's loops do: the last padded rows or columns go unused."""
+    stride = _count("conv_output_size", "the stride", stride)
+    padding = _count("conv_output_size", "the padding", padding, least=0)
+    return _output_size(size, kernel, stride, padding)
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """conv_output_size for a stride and padding already checked (conv2d checks them once)."""
     span = size + 2 * padding - kernel
     if span < 0:
         raise ValueError(
@@ -65,8 +137,8 @@ class _Geometry:
                 f"conv2d: input has {C} channels and weights {w_shape} with groups={groups}; "
                 f"need C == groups * weight.shape[1] and F divisible by groups"
             )
-        self.H_out = conv_output_size(H, kH, stride, padding)
-        self.W_out = conv_output_size(W, kW, stride, padding)
+        self.H_out = _output_size(H, kH, stride, padding)
+        self.W_out = _output_size(W, kW, stride, padding)
         self.Hp, self.Wp = H + 2 * padding, W + 2 * padding
         self.Wq = self.Wp if stride == 1 else self.W_out
         self.P, self.L, self.K = self.Hp * self.Wp, self.H_out * self.Wq, Cg * kH * kW
@@ -84,70 +156,101 @@ class _Geometry:
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1,
            padding: int = 0, groups: int = 1) -> tuple[np.ndarray, tuple]:
     """x (N, C, H, W), w (F, C/groups, kH, kW), b (F,) -> out (N, F, H_out, W_out)."""
+    x, w = np.asarray(x), np.asarray(w)
+    b = None if b is None else np.asarray(b)
+    dtype = _dtype("conv2d", ("x", "w", "b"), x.dtype, w.dtype, None if b is None else b.dtype)
+    stride = _count("conv2d", "stride", stride)
+    padding = _count("conv2d", "padding", padding, least=0)
+    groups = _count("conv2d", "groups", groups)
+    if x.ndim != 4:
+        raise _ndim_error("conv2d", "x", x, 4, "(N, C, H, W)")
+    if w.ndim != 4:
+        raise _ndim_error("conv2d", "w", w, 4, "(F, C/groups, kH, kW)")
+    if 0 in w.shape:
+        raise ValueError(f"conv2d: the weights {w.shape} have an empty axis")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"conv2d: b must have shape ({w.shape[0]},), one per filter, "
+                         f"got {b.shape}")
     N, C, H, W = x.shape
     F, Cg, kH, kW = w.shape
-    g = _Geometry(x.shape, w.shape, stride, padding, groups, x.itemsize)
+    g = _Geometry(x.shape, w.shape, stride, padding, groups, dtype.itemsize)
     K, L, B = g.K, g.L, g.chunk
-    xp = np.zeros((C, N * g.P + g.shift), dtype=x.dtype)
+    xp = np.zeros((C, N * g.P + g.shift), dtype=dtype)
     xp[:, :N * g.P].reshape(C, N, g.Hp, g.Wp)[:, :, padding:padding + H, padding:padding + W] = \
         x.transpose(1, 0, 2, 3)
     windows = g.windows(xp, groups, w.shape, N, stride)
     # im2col buffer for one chunk; its extra row of ones carries the bias through the matmul
-    cols = np.empty((groups, K + 1, B, L), dtype=x.dtype)
+    cols = np.empty((groups, K + 1, B, L), dtype=dtype)
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
-    wb = np.empty((groups, F // groups, K + 1), dtype=x.dtype)
+    wb = np.empty((groups, F // groups, K + 1), dtype=dtype)
     wb[:, :, :K] = w.reshape(groups, F // groups, K)
     wb[:, :, K] = 0 if b is None else b.reshape(groups, F // groups)
-    res = np.empty((B, groups, F // groups, L), dtype=x.dtype)
-    out = np.empty((N, F, g.H_out, g.W_out), dtype=x.dtype)
+    res = np.empty((B, groups, F // groups, L), dtype=dtype)
+    out = np.empty((N, F, g.H_out, g.W_out), dtype=dtype)
     for n0 in range(0, N, B):
         n = min(B, N - n0)
         cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
         # one small matmul per image: a single GEMM of these skinny shapes is slower
         np.matmul(wb, cols[:, :, :n].transpose(2, 0, 1, 3), out=res[:n])
         out[n0:n0 + n] = res[:n].reshape(n, F, g.H_out, g.Wq)[..., :g.W_out]
-    return out, (x.shape, w, b is not None, stride, padding, groups, xp)
+    # the cache owns everything it holds, so a caller may change x, w or b in place before the
+    # backward pass, as an optimiser does: xp and wb are already copies
+    return out, (x.shape, w.shape, wb, b is not None, stride, padding, groups, xp)
 
 
 def conv2d_backward(dout: np.ndarray,
                     cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of conv2d: (dx, dw, db); db is None when the forward had no bias."""
-    x_shape, w, has_bias, stride, padding, groups, xp = cache
+    x_shape, w_shape, wb, has_bias, stride, padding, groups, xp = cache
+    dout = np.asarray(dout)
+    dtype = _dtype("conv2d_backward", ("dout", "the forward's dtype"), dout.dtype, xp.dtype)
     N, C, H, W = x_shape
-    F, Cg, kH, kW = w.shape
+    F, Cg, kH, kW = w_shape
     Fg = F // groups
-    g = _Geometry(x_shape, w.shape, stride, padding, groups, xp.itemsize)
+    g = _Geometry(x_shape, w_shape, stride, padding, groups, dtype.itemsize)
     K, L, P, B = g.K, g.L, g.P, g.chunk
-    windows = g.windows(xp, groups, w.shape, N, stride)
-    cols = np.empty((groups, K + 1, B, L), dtype=xp.dtype)
+    windows = g.windows(xp, groups, w_shape, N, stride)
+    cols = np.empty((groups, K + 1, B, L), dtype=dtype)
     cols[:, K] = 1
     cols_view = cols[:, :K].reshape(groups, Cg, kH, kW, B, g.H_out, g.Wq)
-    d = np.zeros((B, F, g.H_out, g.Wq), dtype=dout.dtype)  # its junk columns stay zero
+    d = np.zeros((B, F, g.H_out, g.Wq), dtype=dtype)  # its junk columns stay zero
     # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
-    dwb = np.empty((N, groups, K + 1, Fg), dtype=dout.dtype)
-    w_t = w.reshape(groups, Fg, K).transpose(0, 2, 1)
+    dwb = np.empty((N, groups, K + 1, Fg), dtype=dtype)
+    w_t = wb[:, :, :K].transpose(0, 2, 1)
+    # The junk columns of the stride-1 grid (see _Geometry) hold neighbouring pixels, and the
+    # matmuls multiply them by d's zeros: harmless unless a pixel (or weight) is NaN or Inf, whose
+    # product with 0 is NaN, in a dw (or dx) entry that PyTorch leaves finite. Then the junk
+    # columns of cols (or of dcols) are zeroed too.
+    junk = stride == 1 and kW > 1
+    junk_x = junk and not _surely_finite(xp)
+    junk_w = junk and not _surely_finite(wb)
     if stride == 1:
         # dcols of a chunk, each row (c, i, j) holding the chunk's images flat as in xp after
         # `shift` zeros; junk stays zero. col2im is then one sum over (i, j) of a strided view
         # that shifts row (i, j) by i*Wp + j: dx[c, q] = sum_ij dcols[c, i, j, q - (i*Wp + j)].
         R = g.shift + B * P
-        dcols = np.empty((C, kH, kW, R), dtype=dout.dtype)
+        dcols = np.empty((C, kH, kW, R), dtype=dtype)
         dcols[..., :g.shift] = 0  # only the lead-in and the junk need zeros, not the whole block
         dcols[..., g.shift:].reshape(C, kH, kW, B, P)[..., L:] = 0
         dcols_out = _view(dcols, g.shift, (B, groups, K, L), (P, K * R, R, 1))
-        dxp = np.empty((C, N * P), dtype=dout.dtype)
+        dxp = np.empty((C, N * P), dtype=dtype)
     else:
-        dxp = np.zeros((N, C, g.Hp, g.Wp), dtype=dout.dtype)
+        dxp = np.zeros((N, C, g.Hp, g.Wp), dtype=dtype)
     for n0 in range(0, N, B):
         n = min(B, N - n0)
         cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
+        if junk_x:
+            cols_view[..., g.W_out:] = 0
         d[:n, :, :, :g.W_out] = dout[n0:n0 + n]
         dn = d[:n].reshape(n, groups, Fg, L)
         np.matmul(cols[:, :, :n].transpose(2, 0, 1, 3), dn.transpose(0, 1, 3, 2),
                   out=dwb[n0:n0 + n])
         if stride == 1:
             np.matmul(w_t, dn, out=dcols_out[:n])
+            if junk_w:
+                _view(dcols, g.shift + g.W_out, (n, C * kH * kW, g.H_out, kW - 1),
+                      (P, R, g.Wp, 1))[...] = 0
             shifted = _view(dcols, g.shift, (C, kH, kW, n * P),
                             (kH * kW * R, kW * R - g.Wp, R - 1, 1))
             np.add.reduce(shifted, axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
@@ -171,6 +274,12 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     """Max-pool over H and W. The cache holds ``argmax``: for every output cell, the flat index
     (row * W + col) into its channel of the input where the window's maximum was. Ties go to the
     first maximum in row-major order, as in PyTorch."""
+    x = np.asarray(x)
+    x = _as(x, _dtype("maxpool2d", ("x",), x.dtype))
+    size = _count("maxpool2d", "size", size)
+    stride = _count("maxpool2d", "stride", stride)
+    if x.ndim != 4:
+        raise _ndim_error("maxpool2d", "x", x, 4, "(N, C, H, W)")
     N, C, H, W = x.shape
     if size > H or size > W:
         raise ValueError(f"max-pool window {size} is larger than the input {H}x{W}")
@@ -184,6 +293,10 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     windows = windows[:, :, :H_out, :W_out].reshape(N, C, H_out, W_out, size * size)
     k = windows.argmax(axis=-1)  # first maximum in row-major order within the window
     out = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
+    if out.dtype.kind == "f" and np.isnan(out).any():
+        # np.argmax takes a window's first NaN, PyTorch its last: route the gradient as it does
+        nan = np.isnan(windows)
+        k = np.where(nan.any(axis=-1), size * size - 1 - nan[..., ::-1].argmax(axis=-1), k)
     rows = np.arange(H_out)[:, None] * stride + k // size
     cols = np.arange(W_out)[None, :] * stride + k % size
     argmax = rows * W + cols
@@ -193,7 +306,8 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
 def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.ndarray] | None:
     """2x2 windows, stride 2: a tournament between the windows' four corners, ~5x faster than an
     argmax over a window axis. Strict comparisons keep the first maximum in row-major order;
-    returns None if there is a NaN, whose rule (the first NaN wins) the general path keeps."""
+    returns None if there is a NaN, whose rule (PyTorch's: the last NaN wins) the general path
+    keeps."""
     N, C, _, W = x.shape
     x = x[:, :, :2 * H_out, :2 * W_out]
     # one copy into four contiguous corner planes; ufuncs over strided views are much slower
@@ -215,12 +329,14 @@ def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.n
 def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """The gradient flows only to the input cell each window took its maximum from."""
     (N, C, H, W), argmax, size, stride = cache
+    dout = np.asarray(dout)
+    dtype = _dtype("maxpool2d_backward", ("dout",), dout.dtype)
     if stride >= size:  # windows do not overlap: every index is unique, so one scatter
-        dx = np.zeros(N * C * H * W, dtype=dout.dtype)
+        dx = np.zeros(N * C * H * W, dtype=dtype)
         idx = argmax.reshape(N * C, -1) + np.arange(0, N * C * H * W, H * W)[:, None]
         dx[idx.ravel()] = dout.ravel()
         return dx.reshape(N, C, H, W)
-    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
+    dx = np.zeros((N, C, H * W), dtype=dtype)
     flat_idx = argmax.reshape(N, C, -1)
     n, c = np.indices(flat_idx.shape[:2])
     np.add.at(dx, (n[..., None], c[..., None], flat_idx), dout.reshape(N, C, -1))
@@ -229,26 +345,47 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """max(0, x) as the lesson writes it (``x * mask`` would give -0.0 for negative inputs);
-    the cache is the mask of positive inputs."""
-    return np.maximum(0, x), x > 0
+    the cache is the mask of the inputs that pass their gradient on: the positive ones and, as
+    in PyTorch (whose test is ``not x <= 0``), NaN. ``out != 0`` is that mask in one pass."""
+    x = np.asarray(x)
+    x = _as(x, _dtype("relu", ("x",), x.dtype))
+    out = np.maximum(0, x)
+    return out, out != 0
 
 
 def relu_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return dout * mask
+    """``dout * mask`` (the mask records no dtype: the result follows dout's). PyTorch selects
+    instead of multiplying, so a NaN or Inf in dout where the mask is off gives 0: the same
+    here, tested with one dot product (``_surely_finite``) so the common case stays a single
+    multiply."""
+    dout = np.asarray(dout)
+    dx = _as(dout, _dtype("relu_backward", ("dout",), dout.dtype)) * mask
+    if not _surely_finite(dx):
+        dx[~mask] = 0
+    return dx
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, tuple]:
     """x (N, D) @ w (D, M) + b (M,), as the lesson's ``flat @ W3 + b3``."""
-    return x @ w + b, (x, w)
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    dtype = _dtype("linear", ("x", "w", "b"), x.dtype, w.dtype, b.dtype)
+    # copies (cast on the way if need be), so that the cache does not alias the caller's arrays
+    x, w = np.array(x, dtype=dtype), np.array(w, dtype=dtype)
+    return x @ w + _as(b, dtype), (x, w)
 
 
 def linear_backward(dout: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, w = cache
+    dout = np.asarray(dout)
+    dout = _as(dout, _dtype("linear_backward", ("dout", "the forward's dtype"), dout.dtype,
+                                x.dtype))
     return dout @ w.T, x.T @ dout, dout.sum(axis=0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, shifted by the row maximum so that large logits cannot overflow."""
+    logits = np.asarray(logits)
+    logits = _as(logits, _dtype("softmax", ("logits",), logits.dtype))
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -264,8 +401,26 @@ def softmax_cross_entropy(logits: np.ndarray,
     entry, ``p - 1``, is computed as ``-(sum of the other probabilities)``: the same number, but
     when the network is sure (p = 1 - 1e-10) the subtraction would keep only ~6 of its digits.
     """
+    logits = np.asarray(logits)
+    logits = _as(logits, _dtype("softmax_cross_entropy", ("logits",), logits.dtype))
+    if logits.ndim != 2:
+        raise _ndim_error("softmax_cross_entropy", "logits", logits, 2, "(N, classes)")
+    N, classes = logits.shape
     labels = np.asarray(labels)
-    N = logits.shape[0]
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"softmax_cross_entropy: labels must be integers (class indices), "
+                         f"got dtype {labels.dtype}")
+    if labels.shape != (N,):
+        raise ValueError(f"softmax_cross_entropy: labels must have shape ({N},), one per row "
+                         f"of logits, got {labels.shape}")
+    if N:
+        # checked per call, so cheaply: on a few labels Python's min/max beat NumPy reductions
+        few = labels.tolist() if N <= 64 else None
+        lo, hi = (min(few), max(few)) if few else (labels.min(), labels.max())
+        if lo < 0 or hi >= classes:
+            bad = labels[(labels < 0) | (labels >= classes)][0]
+            raise ValueError(f"softmax_cross_entropy: label {bad} is not a class: labels must "
+                             f"be from 0 to {classes - 1}")
     rows = np.arange(N)
     probs = softmax(logits)
     picked = probs[rows, labels]
