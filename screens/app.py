@@ -63,6 +63,8 @@ class CnnApp(App[int]):
         Binding("q", "quit", "quit", id="quit", tooltip="Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit_now"),
         Binding("ctrl+s", "screenshot", "Save SVG screenshot", show=False, id="screenshot"),
+        Binding("i", "summary", "summary", show=False, id="summary",
+                tooltip="Every architecture's layers, shapes, parameters and MACs"),
         Binding("t", "train", "train", id="train",
                 tooltip="Open the training screen (Esc there comes back with the trained weights)"),
     ]
@@ -140,6 +142,7 @@ class CnnApp(App[int]):
         """Show ``params`` (named ``desc`` in the header; for ``arch``, default the current one)
         at the same step, on digit ``index`` (default: the current one); the picker's
         predictions are recomputed."""
+        name = self.trace.steps[self.step_index].name
         if arch is not None and arch is not self.arch:
             self.arch = arch
             if self.training is not None:  # it trains the other architecture
@@ -151,6 +154,8 @@ class CnnApp(App[int]):
         self.predictions = self.confidences = None
         self._predicting = False
         self.set_digit(self.index if index is None else index)
+        if name in self.trace.names:  # the same tensor in another network (dx stays dx)
+            self.go_to(self.trace.position(name))
         if self.predictions_mode == "sync":
             self._store_predictions(*self._compute_predictions())
         elif self.predictions_mode == "thread" and self.reference_state != "loading":
@@ -283,6 +288,14 @@ class CnnApp(App[int]):
             self.set_weights(*weights, index=index)
         elif index is not None:
             self.set_digit(index)
+
+    def action_summary(self) -> None:
+        from screens.summary import SummaryScreen
+
+        if isinstance(self.screen, SummaryScreen):
+            self.screen.dismiss(None)
+        elif isinstance(self.screen, StepperScreen):
+            self.push_screen(SummaryScreen(self.arch))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

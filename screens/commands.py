@@ -57,6 +57,7 @@ class CnnCommands(Provider):
             ("Toggle values table", partial(app.stepper_action, "values"), "v"),
             ("Toggle |grad| log view", partial(app.stepper_action, "magnitude"), "a"),
             ("Train the network (training screen)", app.action_train, "t"),
+            ("Architectures: layers, shapes, parameters, MACs", app.action_summary, "i"),
             *((f"Architecture: {a.key} ({a.name}, {len(a.param_shapes)} parameter tensors)",
                partial(app.switch_arch, a.key), "opens its shipped weights")
               for a in model.ARCHITECTURES.values() if a is not app.arch),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnntui.model import weights_from
+from cnntui.model import ARCHITECTURES, weights_from
 from screens.app import CnnApp
 
 SIZES = [(100, 32), (80, 24)]
@@ -41,3 +41,22 @@ def test_snapshot_no_colour_backward(snap_compare, seed_params):
     """Without colour the sign of a gradient is still readable (glyph families)."""
     app = CnnApp(seed_params, "seed", color="none", reference="off", predictions="sync")
     assert snap_compare(app, press=["end"] + ["left"] * 8, terminal_size=(100, 32))  # dz2
+
+
+# the lesson's two exercises: strided conv1 (14x14 from 28x28, no pooling) and separable's
+# depthwise conv z2d, then a backward step of each
+ARCH_SCREENS = {
+    "strided": {"z1": ["right"], "dW2": ["end"] + ["left"] * 6},
+    "separable": {"z2d": ["right"] * 4, "dW2d": ["end"] + ["left"] * 7},
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("arch,step", [(a, s) for a, steps in ARCH_SCREENS.items()
+                                       for s in steps])
+def test_snapshot_architecture(snap_compare, arch, step, size):
+    a = ARCHITECTURES[arch]
+    app = CnnApp(a.init_params(), "seed", color="truecolor", reference="off",
+                 predictions="sync", arch=a)
+    assert snap_compare(app, press=ARCH_SCREENS[arch][step], terminal_size=size)
+    assert app.trace.steps[app.step_index].name == step
