@@ -135,7 +135,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help=f"data order and augmentation (default {d.seed})")
     p.add_argument("--no-augment", action="store_true", help="no random shifts of the images")
     p.add_argument("--dtype", choices=DTYPES, help=f"default {d.dtype}")
-    p.add_argument("--weight-decay", type=float, help=f"on W1 W2 W3 (default {d.weight_decay:g})")
+    p.add_argument("--weight-decay", type=float,
+                   help=f"on the weights, not the biases (default {d.weight_decay:g})")
     p.add_argument("--momentum", type=float, help=f"for sgd (default {d.momentum:g})")
     p.add_argument("--schedule", choices=SCHEDULES, help=f"learning rate schedule (default "
                                                          f"{d.schedule})")

@@ -48,6 +48,11 @@ class Architecture:
         return {name: spec.shape for name, spec in self.param_specs.items()}
 
     @property
+    def weights(self) -> tuple[str, ...]:
+        """The parameters that are weights (not biases): He-initialised, weight-decayed."""
+        return tuple(n for n, spec in self.param_specs.items() if spec.role == "weight")
+
+    @property
     def logits(self) -> str:
         """The name of the tensor the softmax reads."""
         return self.layers[-2].out

@@ -109,9 +109,11 @@ class SGD:
 
     name = "sgd"
 
-    def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+    def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0,
+                 decayed: frozenset[str] = frozenset()) -> None:
         self.momentum = momentum
         self.weight_decay = weight_decay
+        self.decayed = decayed  # the parameters weight decay applies to: the weights
         self.velocity: dict[str, np.ndarray] = {}
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
@@ -119,7 +121,7 @@ class SGD:
         new = {}
         for k, p in params.items():
             g = grads[k]
-            if self.weight_decay and k.startswith("W"):
+            if self.weight_decay and k in self.decayed:
                 g = g + self.weight_decay * p
             if self.momentum:
                 v = self.velocity.get(k)
@@ -134,10 +136,11 @@ class Adam:
     name = "adam"
 
     def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, decayed: frozenset[str] = frozenset()) -> None:
         self.b1, self.b2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
+        self.decayed = decayed  # the parameters weight decay applies to: the weights
         self.t = 0
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
@@ -152,16 +155,17 @@ class Adam:
             g = grads[k]
             m = self.m[k] = self.b1 * self.m.get(k, 0) + (1 - self.b1) * g
             v = self.v[k] = self.b2 * self.v.get(k, 0) + (1 - self.b2) * g * g
-            if self.weight_decay and k.startswith("W"):
+            if self.weight_decay and k in self.decayed:
                 p = p * (1 - lr * self.weight_decay)
             new[k] = p - (lr / c1) * m / (np.sqrt(v) / c2 + self.eps)
         return new
 
 
-def make_optimizer(config: TrainConfig) -> SGD | Adam:
+def make_optimizer(config: TrainConfig, arch: Architecture = SIMPLE_CNN) -> SGD | Adam:
+    decayed = frozenset(arch.weights)
     if config.optimizer == "sgd":
-        return SGD(config.momentum, config.weight_decay)
-    return Adam(config.betas, config.eps, config.weight_decay)
+        return SGD(config.momentum, config.weight_decay, decayed)
+    return Adam(config.betas, config.eps, config.weight_decay, decayed)
 
 
 # ---- data order and augmentation -------------------------------------------------------------
@@ -326,7 +330,7 @@ class Trainer:
         self._cast_data()
         self._params = model.cast_params(params if params is not None else arch.init_params(),
                                          config.dtype)
-        self._optimizer = make_optimizer(config)
+        self._optimizer = make_optimizer(config, arch)
         self._lock = threading.Lock()  # guards settings, weights and history against the controls
         self._resets = 0  # counts reset() calls, so a run notices one
         self._go = threading.Event()  # cleared while paused
@@ -416,7 +420,7 @@ class Trainer:
         with self._lock:
             if name != self._config.optimizer:
                 self._config = replace(self._config, optimizer=name)
-                self._optimizer = make_optimizer(self._config)
+                self._optimizer = make_optimizer(self._config, self.arch)
 
     def switch_optimizer(self) -> str:
         """Switch to the other optimiser (adam <-> sgd); returns its name."""
@@ -430,7 +434,7 @@ class Trainer:
         run restarts at epoch 1 (after a ``Reset`` event)."""
         with self._lock:
             self._params = model.cast_params(self.arch.init_params(), self._config.dtype)
-            self._optimizer = make_optimizer(self._config)
+            self._optimizer = make_optimizer(self._config, self.arch)
             self._resets += 1
             self.epoch, self.history, self.epoch_params = 0, [], None
             self.last_evaluation = None
@@ -540,7 +544,7 @@ class Trainer:
                         # these weights came from updates that overshot: go back to the last
                         # good ones, and start the optimiser afresh (its state is poisoned)
                         self._params = good
-                        self._optimizer = make_optimizer(self._config)
+                        self._optimizer = make_optimizer(self._config, self.arch)
                     else:
                         self._params = new
                 if new is None:
@@ -629,9 +633,9 @@ def torch_train(config: TrainConfig, params: dict[str, np.ndarray], x: np.ndarra
     def net(xb: torch.Tensor) -> torch.Tensor:
         return torch_logits(arch, t, xb)
 
-    groups = [{"params": [t[k] for k in t if k.startswith("W")],
+    groups = [{"params": [t[k] for k in t if k in arch.weights],
                "weight_decay": config.weight_decay},
-              {"params": [t[k] for k in t if not k.startswith("W")], "weight_decay": 0.0}]
+              {"params": [t[k] for k in t if k not in arch.weights], "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=config.lr,
                                                      momentum=config.momentum)
