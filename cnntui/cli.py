@@ -119,8 +119,8 @@ def add_arch(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    """``cnntui train``; flags left out take TrainConfig's defaults (cnntui/train.py)."""
-    from cnntui.train import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
+    """``cnntui train``; flags left out take TrainConfig's defaults (cnntui/training/config.py)."""
+    from cnntui.training import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train the network on the digits (headless)",
@@ -216,7 +216,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
         return summary.main(args)
     if args.command == "train":
-        from cnntui import train
+        from cnntui import train_cli
 
-        return train.main(args)
+        return train_cli.main(args)
     raise UserError(f"unknown command {args.command}")

@@ -22,7 +22,7 @@ from textual.screen import Screen
 from cnntui import model
 from cnntui.data import load_digits
 from cnntui.trace import Step, Trace, trace_digit
-from cnntui.train import TrainConfig, Trainer
+from cnntui.training import TrainConfig, Trainer
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
 from screens.help import HelpScreen

@@ -1,6 +1,6 @@
 """The training screen: train SimpleCNN live, watch it learn, and hand the weights to the stepper.
 
-The trainer (``cnntui.train.Trainer``) runs in a thread worker. Its events land in a ``Feed``
+The trainer (``cnntui.training.Trainer``) runs in a thread worker. Its events land in a ``Feed``
 (appends and attribute swaps only); a 20 Hz timer on the UI side draws the latest state when
 something changed, so however fast the batches come the screen updates at most 20 times a
 second and the keys stay responsive. The controls (pause, stop, learning rate, optimiser,
@@ -32,7 +32,7 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker
 
 from cnntui.model import WeightsError
-from cnntui.train import BatchEnd, ConfigError, EpochEnd, Reset, RunEnd, Trainer
+from cnntui.training import BatchEnd, ConfigError, EpochEnd, Reset, RunEnd, Trainer
 from screens import training_panes as tp
 from screens.colors import palette
 from screens.widgets.footer import Footer

@@ -1,6 +1,6 @@
 """What the training screen shows, as Rich Text and heatmap Views built from the trainer's events.
 
-Formatting and layout only: every number comes from ``cnntui.train``'s events, its evaluation or
+Formatting and layout only: every number comes from ``cnntui.training``'s events, its evaluation or
 its weights; nothing here computes anything about the network.
 """
 
@@ -16,7 +16,7 @@ from rich.text import Text
 from cnntui.layers import Conv
 from cnntui.model import Architecture
 from cnntui.stats import summarize
-from cnntui.train import BatchEnd, EpochEnd, Evaluation, TrainResult
+from cnntui.training import BatchEnd, EpochEnd, Evaluation, TrainResult
 from screens.colors import Palette
 from screens.panes import KEY_STYLE, OK_STYLE, SPARK, WARN_STYLE, nonfinite_flags, num
 from screens.views import Tile, View

@@ -9,7 +9,7 @@ import pytest
 from cnntui import gradcheck, layers, lesson, model, reference, report, summary
 from cnntui.data import load_digits
 from cnntui.trace import trace_digit
-from cnntui.train import TrainConfig, Trainer
+from cnntui.training import TrainConfig, Trainer
 
 ARCHS = list(model.ARCHITECTURES.values())
 STEPS = {

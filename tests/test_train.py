@@ -20,17 +20,16 @@ import pytest
 from cnntui import model
 from cnntui.data import load_digits
 from cnntui.model import SIMPLE_CNN, WeightsError
-from cnntui.train import (
+from cnntui.training import (
     BatchEnd,
     EpochEnd,
     Reset,
     RunEnd,
     TrainConfig,
     Trainer,
-    epoch_plan,
-    shift_images,
-    torch_train,
 )
+from cnntui.training.augment import epoch_plan, shift_images
+from cnntui.training.torch_twin import torch_train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = 256  # training digits for the quick runs
@@ -488,7 +487,7 @@ def test_cli_ctrl_c_saves_the_last_complete_epoch(tmp_path):
 
 def test_bench_against_torch_reports_both_rates():
     """Smoke test of ``cnntui train --bench`` (one short round; the numbers are not asserted)."""
-    from cnntui.train import bench_against_torch
+    from cnntui.training.torch_twin import bench_against_torch
 
     report = bench_against_torch(TrainConfig(dtype="float32"), epochs=1, rounds=1, threads=1)
     assert report["numpy_images_per_s"] > 0 and report["torch_images_per_s"] > 0

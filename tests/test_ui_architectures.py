@@ -79,7 +79,7 @@ async def test_the_summary_screen_shows_every_architecture():
 async def test_training_screen_shows_every_conv_layers_filters_for_separable():
     arch = model.SEPARABLE_CNN
     from cnntui.data import load_digits
-    from cnntui.train import TrainConfig, Trainer
+    from cnntui.training import TrainConfig, Trainer
 
     digits = load_digits()
     app = open_app(arch, reference="off", trainer_factory=lambda params: Trainer(

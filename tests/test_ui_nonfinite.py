@@ -267,7 +267,7 @@ def test_stats_of_huge_and_nonfinite_values():
 async def test_training_screen_flags_nan_losses_and_weights():
     """The training screen: a NaN/Inf batch loss is flagged above the sparkline, NaN gradient
     norms are red, and conv filters holding NaN/Inf are drawn with their glyphs and flagged."""
-    from cnntui.train import BatchEnd
+    from cnntui.training import BatchEnd
     from screens import training_panes as tp
     from screens.training import TrainingScreen
 

@@ -16,7 +16,7 @@ from textual.widgets import ContentSwitcher, Input, OptionList, Sparkline
 
 from cnntui.data import load_digits
 from cnntui.model import SIMPLE_CNN, load_weights, weights_from
-from cnntui.train import TrainConfig, Trainer
+from cnntui.training import TrainConfig, Trainer
 from screens.app import CnnApp
 from screens.help import HelpScreen, help_rows
 from screens.stepper import StepperScreen

@@ -14,7 +14,7 @@ import pytest
 
 from cnntui.data import load_digits
 from cnntui.model import weights_from
-from cnntui.train import (
+from cnntui.training import (
     BatchEnd,
     EpochEnd,
     Evaluation,

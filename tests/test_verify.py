@@ -11,7 +11,7 @@ import pytest
 from cnntui import gradcheck, model, ops, reference, report
 from cnntui.data import load_digits
 from cnntui.trace import build_trace
-from cnntui.train import TrainConfig, Trainer
+from cnntui.training import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="session")

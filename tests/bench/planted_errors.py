@@ -35,7 +35,7 @@ def main() -> int:
     tv = load_plants()
     confident = args.confident
     if confident is None:
-        from cnntui.train import TrainConfig, Trainer
+        from cnntui.training import TrainConfig, Trainer
 
         trainer = Trainer(TrainConfig(epochs=40, augment=False, seed=3))
         trainer.run()

@@ -27,7 +27,7 @@ from textual import events
 
 from cnntui.data import load_digits
 from cnntui.model import weights_from
-from cnntui.train import TrainConfig, Trainer
+from cnntui.training import TrainConfig, Trainer
 from screens.app import CnnApp
 from screens.training import TrainingScreen
 
