@@ -206,7 +206,7 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command in ("trace", "verify"):
         from cnntui import report
 
-        return report.main(args)
+        return report.main(args.command, report.Options.from_args(args))
     if args.command == "bench":
         from cnntui import bench
 

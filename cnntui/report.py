@@ -7,7 +7,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from rich import box
@@ -19,9 +19,24 @@ from cnntui.terminal import Console, encodable, finite_or_null
 from cnntui.trace import Trace, build_trace
 
 
-def _trace(args: argparse.Namespace, attach: bool = True
-           ) -> tuple[Trace, dict[str, np.ndarray]]:
-    arch = model.architecture_of(args.weights, getattr(args, "arch", None))
+@dataclass(frozen=True)
+class Options:
+    """What ``cnntui trace`` and ``cnntui verify`` are asked for."""
+
+    weights: str = model.SEED
+    index: int = 0
+    dtype: str = "float64"
+    arch: str | None = None  # None: what the weights file records, else simple
+    json: bool = False
+    values: bool = False  # trace --json: every value too
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def _trace(args: Options, attach: bool = True) -> tuple[Trace, dict[str, np.ndarray]]:
+    arch = model.architecture_of(args.weights, args.arch)
     params, weights = model.weights_from(args.weights, arch)
     x, label = load_digits().get(args.index)
     trace = build_trace(params, x, label, index=args.index, dtype=args.dtype, weights=weights,
@@ -89,8 +104,8 @@ def print_trace(trace: Trace, console: Console) -> None:
     console.print(table)
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.command == "trace":
+def main(command: str, args: Options) -> int:
+    if command == "trace":
         with np.errstate(all="ignore"):  # overflowing weights are flagged in the output
             trace, _ = _trace(args)
             if args.json:
@@ -154,7 +169,7 @@ def verify_trace(trace: Trace, params: dict[str, np.ndarray]) -> Verification:
     return Verification(rows, problems, notes, unchecked)
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(args: Options) -> int:
     """Exit 0 when every tensor agrees three ways, 1 (and the disagreeing tensors named)
     otherwise."""
     trace, params = _trace(args, attach=False)

@@ -2,7 +2,6 @@
 float64 and float32, seed, shipped and confident trained weights; and right maths is not
 flagged (confident digits, ReLU ties, p(label) rounding to 1)."""
 
-import argparse
 import json
 
 import numpy as np
@@ -37,7 +36,7 @@ def most_confident(weights: str, dtype: str = "float64", candidates=range(0, 179
 
 
 def run_verify(capsys, weights: str, index: int, dtype: str) -> tuple[int, dict]:
-    args = argparse.Namespace(command="verify", weights=weights, index=index, dtype=dtype,
+    args = report.Options(weights=weights, index=index, dtype=dtype,
                               json=True)
     code = report.verify(args)
     return code, json.loads(capsys.readouterr().out)
@@ -193,7 +192,7 @@ def test_the_printed_tolerance_is_the_applied_one(capsys):
         code, doc = run_verify(capsys, "pretrained", 7, dtype)
         assert code == 0 and doc["tolerances"]["reference"] == tol
         assert all(t["tolerance"] == tol for t in doc["tensors"])
-        args = argparse.Namespace(command="verify", weights="pretrained", index=7, dtype=dtype,
+        args = report.Options(weights="pretrained", index=7, dtype=dtype,
                                   json=False)
         report.verify(args)
         assert f"{tol:.0e} ({dtype})" in capsys.readouterr().out
@@ -233,7 +232,7 @@ def test_non_finite_weights_never_agree(tmp_path, capsys):
     params["W2"] = params["W2"] * 1e200
     path = tmp_path / "overflow.npz"
     model.save_weights(path, params)
-    args = argparse.Namespace(command="verify", weights=str(path), index=0, dtype="float64",
+    args = report.Options(weights=str(path), index=0, dtype="float64",
                               json=True)
     with np.errstate(all="ignore"):
         code = report.verify(args)

@@ -57,8 +57,8 @@ def main() -> int:
                 for index in indices:
                     out = io.StringIO()
                     with contextlib.redirect_stdout(out):
-                        code = report.verify(argparse.Namespace(
-                            command="verify", weights=spec, index=index, dtype=dtype, json=True))
+                        code = report.verify(report.Options(weights=spec, index=index,
+                                                            dtype=dtype, json=True))
                     doc = json.loads(out.getvalue())
                     bad = [t["name"] for t in doc["tensors"] if not t["ok"]]
                     caught += code != 0
