@@ -69,11 +69,21 @@ class Layer:
 
 
 @dataclass(frozen=True)
-class Conv(Layer):
-    """A 2-D convolution with a bias: W (F, C/groups, k, k), b (F,)."""
+class WeightAndBias(Layer):
+    """A layer with a weight and a bias, by the lesson's names (W1, b1, ...)."""
 
     weight: str = "W"
     bias: str = "b"
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.weight, self.bias)
+
+
+@dataclass(frozen=True)
+class Conv(WeightAndBias):
+    """A 2-D convolution with a bias: W (F, C/groups, k, k), b (F,)."""
+
     filters: int = 1
     kernel: int = 3
     stride: int = 1
@@ -81,10 +91,6 @@ class Conv(Layer):
     groups: int = 1
 
     kind: ClassVar[str] = "conv"
-
-    @property
-    def params(self) -> tuple[str, ...]:
-        return (self.weight, self.bias)
 
     def output_shape(self, in_shape):
         C, H, W = in_shape
@@ -362,18 +368,12 @@ class Flatten(Layer):
 
 
 @dataclass(frozen=True)
-class Linear(Layer):
+class Linear(WeightAndBias):
     """``inp @ W + b`` as the lesson writes it: W (D, M), b (M,)."""
 
-    weight: str = "W"
-    bias: str = "b"
     features: int = 1
 
     kind: ClassVar[str] = "linear"
-
-    @property
-    def params(self) -> tuple[str, ...]:
-        return (self.weight, self.bias)
 
     def output_shape(self, in_shape):
         return (self.features,)

@@ -8,3 +8,13 @@ async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
             return
         await pilot.pause(0.02)
     raise AssertionError("timed out waiting for the app")
+
+
+def make_app(params, desc: str = "seed", **kw):
+    """The stepper app as the Pilot tests drive it: no PyTorch worker, predictions up front."""
+    from screens.app import CnnApp
+
+    kw.setdefault("reference", "off")
+    kw.setdefault("predictions", "sync")
+    kw.setdefault("color", "truecolor")
+    return CnnApp(params, desc, **kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pilot_helpers import wait_for
+from pilot_helpers import make_app, wait_for
 from textual.widgets import DataTable, Static
 
 from cnntui import cli
@@ -28,11 +28,6 @@ def seed_params():
     return weights_from("seed")[0]
 
 
-def make_app(params, **kw) -> CnnApp:
-    kw.setdefault("reference", "off")
-    kw.setdefault("predictions", "sync")
-    kw.setdefault("color", "truecolor")
-    return CnnApp(params, "seed", **kw)
 
 
 def text_of(app: CnnApp, selector: str) -> str:

@@ -9,6 +9,7 @@ and leaves everything else finite; a planted NaN gives a map with a few NaN cell
 from __future__ import annotations
 
 import numpy as np
+import pilot_helpers
 import pytest
 from textual.widgets import DataTable, Static
 
@@ -45,10 +46,7 @@ def one_inf_weights(tmp_path):
 
 
 def make_app(params, **kw) -> CnnApp:
-    kw.setdefault("reference", "off")
-    kw.setdefault("predictions", "sync")
-    kw.setdefault("color", "truecolor")
-    return CnnApp(params, "overflow", **kw)
+    return pilot_helpers.make_app(params, "overflow", **kw)
 
 
 def pane(app: CnnApp, selector: str) -> str:
