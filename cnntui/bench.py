@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -294,18 +295,32 @@ def print_table(doc: dict) -> None:
     console.print(f"[dim]{versions}; malloc tuned: {doc['malloc_tuned']}[/]")
 
 
-def main(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``cnntui bench`` is asked for."""
+
+    repeat: int | None = None  # None: 15 rounds
+    threads: int | None = None  # None: 1
+    batch: tuple[int, ...] | None = None  # None: BATCHES
+    arch: str | None = None  # None: simple
+    json: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def main(args: BenchOptions) -> int:
     rounds = args.repeat if args.repeat is not None else 15
     if rounds < 1:
         raise ValueError("--repeat must be at least 1")
-    threads = getattr(args, "threads", None)
+    threads = args.threads
     if threads is not None and threads < 1:
         raise ValueError("--threads must be at least 1")
-    batches = tuple(getattr(args, "batch", None) or BATCHES)
+    batches = tuple(args.batch or BATCHES)
     if not all(1 <= b <= MAX_BATCH for b in batches):
         raise ValueError(f"--batch sizes must be between 1 and {MAX_BATCH} (the digits set)")
-    doc = run(rounds=rounds, threads=threads, batches=batches,
-              arch=getattr(args, "arch", None) or "simple")
+    doc = run(rounds=rounds, threads=threads, batches=batches, arch=args.arch or "simple")
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -210,13 +210,13 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from cnntui import bench
 
-        return bench.main(args)
+        return bench.main(bench.BenchOptions.from_args(args))
     if args.command == "summary":
         from cnntui import summary
 
-        return summary.main(args)
+        return summary.main(args.arch, args.json)
     if args.command == "train":
         from cnntui import train_cli
 
-        return train_cli.main(args)
+        return train_cli.main(train_cli.TrainOptions.from_args(args))
     raise UserError(f"unknown command {args.command}")

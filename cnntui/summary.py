@@ -3,7 +3,6 @@ parameters and multiply-adds."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -51,10 +50,11 @@ def table(doc: dict) -> Table:
     return t
 
 
-def main(args: argparse.Namespace) -> int:
-    archs = [model.ARCHITECTURES[args.arch]] if args.arch else list(model.ARCHITECTURES.values())
+def main(arch: str | None = None, as_json: bool = False) -> int:
+    """``cnntui summary``: ``arch`` (a key of ARCHITECTURES) or all of them."""
+    archs = [model.ARCHITECTURES[arch]] if arch else list(model.ARCHITECTURES.values())
     docs = [summarize(a) for a in archs]
-    if args.json:
+    if as_json:
         json.dump(docs, sys.stdout)
         sys.stdout.write("\n")
         return 0

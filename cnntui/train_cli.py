@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -38,7 +38,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def main(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class TrainOptions:
+    """What ``cnntui train`` is asked for, besides the run's TrainConfig."""
+
+    config: TrainConfig
+    weights: str = model.SEED  # start from
+    arch: str | None = None
+    out: str | None = None
+    json: bool = False
+    train_limit: int | None = None
+    bench: bool = False
+    bench_epochs: int = 3
+    bench_threads: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainOptions:
+        return cls(config=config_from_args(args),
+                   **{f.name: getattr(args, f.name) for f in fields(cls)
+                      if f.name != "config" and hasattr(args, f.name)})
+
+
+def main(args: TrainOptions) -> int:
     """``cnntui train``: 0 when training finished, 1 when it diverged, 130 when stopped."""
     import json
     import signal
@@ -46,9 +67,9 @@ def main(args: argparse.Namespace) -> int:
 
     from cnntui.terminal import Console, finite_or_null
 
-    config = config_from_args(args)
-    arch = model.architecture_of(args.weights, getattr(args, "arch", None))
-    if getattr(args, "bench", False):
+    config = args.config
+    arch = model.architecture_of(args.weights, args.arch)
+    if args.bench:
         if args.bench_epochs < 1 or (args.bench_threads is not None and args.bench_threads < 1):
             raise ConfigError("--bench-epochs and --bench-threads must be at least 1")
         report = bench_against_torch(config, epochs=args.bench_epochs,

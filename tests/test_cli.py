@@ -129,3 +129,18 @@ def test_a_file_that_is_not_npz_is_refused_without_advice_to_unpickle(tmp_path):
     r = run("trace", "--weights", str(bogus), cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.strip() == f"cnntui: weights file {bogus} is not a readable .npz file"
+
+
+def test_screens_never_import_the_command_line():
+    """The UI takes what it needs from the engine; cnntui.cli imports the UI, not the reverse."""
+    import ast
+    import pathlib
+
+    import screens
+
+    root = pathlib.Path(screens.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert "cnntui.cli" not in names, path
