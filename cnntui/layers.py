@@ -178,8 +178,6 @@ class Conv(WeightAndBias):
         rows = f"{s}i:{s}i+{k}" if s > 1 else f"i:i+{k}"
         cols = f"{s}j:{s}j+{k}" if s > 1 else f"j:j+{k}"
         depthwise = self.groups > 1 and self.groups == self.filters
-        code_args = f"stride={s}, padding={p}" + (f", groups={self.groups}"
-                                                   if self.groups > 1 else "")
         unused = self.unused(names["inp_shape"]) if "inp_shape" in names else ""
         note = f"  ({unused} of {inp}_padded go unused)" if unused else ""
         pad = f"; {inp}_padded = {inp} with {p} zero(s) around" if p else ""
@@ -194,19 +192,17 @@ class Conv(WeightAndBias):
                 formula = (f"{out}[f,i,j] = sum({src}[:, {rows}, {cols}] * {Wn}[f]) "
                            f"+ {bn}[f]{pad}")
             fn = "conv2d" if depthwise else "conv2d_multi"
-            return Explanation(formula + note,
-                               f"{out}, cache = conv2d({inp}, {Wn}, {bn}, {code_args})  "
-                               f"# im2col @ W.T", fn)
+            return Explanation(formula + note, self._code("out", names), fn)
         dout = names["dout"]
         if role == "dW":
             if depthwise:
                 f = f"{out}[c,0] = sum_ij {dout}[c,i,j] * {src}[c, {rows}, {cols}]"
             else:
                 f = f"{out}[f] = sum_ij {dout}[f,i,j] * {src}[:, {rows}, {cols}]"
-            return Explanation(f, f"{out} = dout_mat.T @ cols  # one matmul", "conv2d_backward")
+            return Explanation(f, self._code("dW", names), "conv2d_backward")
         if role == "db":
-            return Explanation(f"{out}[f] = sum_ij {dout}[f,i,j]",
-                               f"{out} = {dout}.sum(axis=(0, 2, 3))", "conv2d_backward")
+            return Explanation(f"{out}[f] = sum_ij {dout}[f,i,j]", self._code("db", names),
+                               "conv2d_backward")
         chan = "c" if depthwise else ":"
         filt = "c" if depthwise else "f"
         target = f"{out}_padded" if p else out
@@ -215,7 +211,33 @@ class Conv(WeightAndBias):
         return Explanation(
             f"{target}[{chan}, {window}] += {dout}[{filt},i,j] * {Wn}[{filt}"
             f"{',:,0,0' if k == 1 else ''}]  (over every output cell{tail})",
-            f"{out} = col2im(dout_mat @ W_mat)  # {k}*{k} strided adds", "conv2d_backward")
+            self._code("din", names), "conv2d_backward")
+
+    def _code(self, role: str, names: dict[str, object]) -> str:
+        """The lesson's calls that compute this tensor for one image, runnable as shown."""
+        inp, out, Wn, bn = names["inp"], names["out"], self.weight, self.bias
+        s, p = self.stride, self.padding
+        C = names["inp_shape"][0]
+        Cg, Fg = C // self.groups, self.filters // self.groups
+        if role == "out":
+            if self.groups == 1:
+                return f"{out} = conv2d_multi({inp}, {Wn}, {bn}, stride={s}, padding={p})"
+            if Cg == 1 and Fg == 1:  # depthwise: the single-channel conv2d per channel
+                return (f"{out} = np.stack([conv2d({inp}[c], {Wn}[c, 0], stride={s}, "
+                        f"padding={p}) + {bn}[c] for c in range({C})])")
+            return (f"{out} = np.concatenate([conv2d_multi({inp}[g*{Cg}:(g+1)*{Cg}], "
+                    f"{Wn}[g*{Fg}:(g+1)*{Fg}], {bn}[g*{Fg}:(g+1)*{Fg}], stride={s}, "
+                    f"padding={p}) for g in range({self.groups})])")
+        dout = names["dout"]
+        k = {"din": 0, "dW": 1, "db": 2}[role]
+        if self.groups == 1:
+            return f"{out} = conv2d_backward({dout}, {inp}, {Wn}, stride={s}, padding={p})[{k}]"
+        if Cg == 1 and Fg == 1:  # depthwise: each channel with its own kernel
+            return (f"{out} = np.concatenate([conv2d_backward({dout}[c:c+1], {inp}[c:c+1], "
+                    f"{Wn}[c:c+1], stride={s}, padding={p})[{k}] for c in range({C})])")
+        return (f"{out} = np.concatenate([conv2d_backward({dout}[g*{Fg}:(g+1)*{Fg}], "
+                f"{inp}[g*{Cg}:(g+1)*{Cg}], {Wn}[g*{Fg}:(g+1)*{Fg}], stride={s}, "
+                f"padding={p})[{k}] for g in range({self.groups})])")
 
 
 @dataclass(frozen=True)
@@ -322,12 +344,12 @@ class MaxPool(Layer):
         s, k = self.stride, self.size
         if role == "out":
             return Explanation(f"{out}[c,i,j] = max({inp}[c, {s}i:{s}i+{k}, {s}j:{s}j+{k}])",
-                               f"{out}, cache = maxpool2d({inp}, size={k}, stride={s})",
+                               f"{out} = maxpool2d({inp}, pool_size={k}, stride={s})[0]",
                                "maxpool2d")
         return Explanation(f"{out} = {names['dout']} routed to the argmax of each window, "
                            f"0 elsewhere",
-                           f"{out} = maxpool2d_backward({names['dout']}, cache)  "
-                           f"# put_along_axis at argmax", "maxpool_backward")
+                           f"{out} = maxpool_backward({names['dout']}, maxpool2d({inp}, {k}, {s})"
+                           f"[1], {inp}.shape, {k}, {s})", "maxpool_backward")
 
 
 @dataclass(frozen=True)
@@ -361,7 +383,7 @@ class Flatten(Layer):
         out, inp = names["out"], names["inp"]
         if role == "out":
             return Explanation(f"{out} = {inp}.reshape(-1)  (C-order: channel, row, column)",
-                               f"{out} = {inp}.reshape(N, -1)")
+                               f"{out} = {inp}.reshape(-1)")
         shape = names["inp_shape"]
         return Explanation(f"{out} = {names['dout']}.reshape({shape})",
                            f"{out} = {names['dout']}.reshape({shape})")
@@ -409,10 +431,10 @@ class Linear(WeightAndBias):
             return Explanation(f"{out} = {inp} @ {Wn} + {bn}", f"{out} = {inp} @ {Wn} + {bn}")
         dout = names["dout"]
         return {
-            "dW": Explanation(f"{out} = {inp}.T @ {dout}", f"{out} = {inp}.T @ {dout}"),
-            "db": Explanation(f"{out} = sum of {dout} over the batch",
-                              f"{out} = {dout}.sum(axis=0)"),
-            "din": Explanation(f"{out} = {dout} @ {Wn}.T", f"{out} = {dout} @ {Wn}.T"),
+            "dW": Explanation(f"{out}[d,m] = {inp}[d] * {dout}[m]  (an outer product)",
+                              f"{out} = np.outer({inp}, {dout})"),
+            "db": Explanation(f"{out} = {dout}", f"{out} = {dout}.copy()"),
+            "din": Explanation(f"{out} = {Wn} @ {dout}", f"{out} = {Wn} @ {dout}"),
         }[role]
 
 
@@ -438,8 +460,10 @@ class SoftmaxCrossEntropy(Layer):
         out, inp = names["out"], names["inp"]
         if role == "out":
             return Explanation(f"{out} = exp({inp} - max) / sum(exp({inp} - max))",
-                               f"{out} = softmax({inp})")
+                               f"{out} = np.exp({inp} - {inp}.max()) / "
+                               f"np.exp({inp} - {inp}.max()).sum()")
         label = names["label"]
         return Explanation(f"{out} = probs - onehot({label})  "
                            f"(loss = -log(probs[{label}] + 1e-15))",
-                           f"{out} = probs.copy(); {out}[label] -= 1")
+                           f"{out} = probs.copy(); {out}[label] = -np.delete(probs, label).sum()"
+                           f"  # p - 1, every digit kept")

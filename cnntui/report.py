@@ -73,11 +73,14 @@ def trace_document(trace: Trace, values: bool = False) -> dict:
         if values:
             doc["values"] = step.value.tolist()
         steps.append(doc)
-    return finite_or_null({  # NaN and Inf (overflowing weights) become null
+    doc = {
         "index": trace.index, "label": trace.label, "prediction": trace.prediction,
         "probs": trace.probs.tolist(), "loss": trace.loss, "dtype": trace.dtype,
         "weights": trace.weights, "arch": trace.arch.key, "steps": steps,
-    })
+    }
+    if values:  # the parameters too: everything needed to rerun each step's line
+        doc["params"] = {k: v.tolist() for s in trace.steps for k, v in s.params.items()}
+    return finite_or_null(doc)  # NaN and Inf (overflowing weights) become null
 
 
 def print_trace(trace: Trace, console: Console) -> None:

@@ -208,3 +208,20 @@ def test_cli_arch_on_trace_verify_and_summary(capsys):
     docs = json.loads(capsys.readouterr().out)
     assert [d["arch"] for d in docs] == ["simple", "strided", "separable"]
     assert set(docs[0]["layers"][0]) >= {"name", "kind", "output_shape", "params", "macs"}
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a.key)
+@pytest.mark.parametrize("weights", ["seed", "pretrained"])
+def test_every_steps_numpy_line_runs_as_shown_and_gives_its_value(arch, weights):
+    """One image, no batch axis, in a namespace of np, the lesson's functions, every tensor and
+    parameter by name, and the label: each step's line must give the step's value."""
+    params, _ = model.weights_from(weights, arch)
+    trace = trace_digit(params, 7, arch=arch)
+    names = {"np": np, **{f: getattr(lesson, f) for f in (
+        "conv2d", "conv2d_multi", "maxpool2d", "conv2d_backward", "maxpool_backward")},
+        **params, **{s.name: s.value for s in trace.steps}, "label": trace.label}
+    for step in trace.steps[1:]:
+        scope = {k: v for k, v in names.items() if k != step.name}
+        exec(step.code, scope)  # noqa: S102 - the line the UI shows
+        _, rel = reference.compare(scope[step.name], step.value)
+        assert rel <= 1e-12, (step.name, step.code, rel)

@@ -40,6 +40,8 @@ def test_trace_json_values(tmp_path):
     z1 = next(s for s in doc["steps"] if s["name"] == "z1")
     assert len(z1["values"]) == 4 and len(z1["values"][0]) == 28
     assert z1["dtype"] == "float32"
+    assert list(doc["params"]) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert len(doc["params"]["W3"]) == 392 and len(doc["params"]["W3"][0]) == 10
 
 
 def test_trace_table(tmp_path):

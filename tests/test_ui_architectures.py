@@ -57,7 +57,8 @@ async def test_a_header_names_the_architecture_and_the_palette_switches_it():
         assert " separable " in app.screen.query_one("#header", TextPane).plain
         app.go_to(app.trace.position("z2d"))
         await pilot.pause()
-        assert "groups=4" in app.screen.query_one("#explain", TextPane).plain
+        explain = app.screen.query_one("#explain", TextPane).plain
+        assert "W2d[c,0]" in explain and "conv2d(p1[c], W2d[c, 0]" in explain
         from screens.commands import CnnCommands
 
         names = [c[0] for c in CnnCommands(app.screen)._commands()]
