@@ -102,11 +102,19 @@ def choices(trace: Trace) -> dict[str, np.ndarray]:
 class Reference:
     """Every tensor of a trace as another implementation computes it, in float64 from the
     trace's own weights and input, following the trace's ReLU and pooling choices, with its
-    backward pass seeded by the trace's dlogits (whose own check is ``dlogits_reference``)."""
+    backward pass seeded by the trace's dlogits. Its ``dlogits`` is therefore not its own but
+    ``dlogits_reference`` of our logits: the check of that first gradient on its own."""
 
     who: str  # "PyTorch" or "the lesson loops"
     tensors: dict[str, np.ndarray]
     own_choices: dict[str, np.ndarray]  # what its ReLU and pooling layers would have chosen
+
+    @classmethod
+    def seeded(cls, who: str, trace: Trace, tensors: dict[str, np.ndarray],
+               own_choices: dict[str, np.ndarray]) -> Reference:
+        logits = trace.arch.logits
+        tensors["d" + logits] = dlogits_reference(trace[logits].value, trace.label)
+        return cls(who, tensors, own_choices)
 
 
 def reference_inputs(trace: Trace) -> tuple[dict, np.ndarray, dict, np.ndarray]:
@@ -121,7 +129,7 @@ def torch_reference(trace: Trace) -> Reference:
     params, x, ours, dlogits = reference_inputs(trace)
     tensors, own = torch_tensors(params, x, trace.label, trace.arch, choices=ours,
                                  dlogits=dlogits)
-    return Reference("PyTorch", tensors, own)
+    return Reference.seeded("PyTorch", trace, tensors, own)
 
 
 def lesson_reference(trace: Trace) -> Reference:
@@ -130,7 +138,7 @@ def lesson_reference(trace: Trace) -> Reference:
     params, x, ours, dlogits = reference_inputs(trace)
     tensors, own = lesson.lesson_tensors(params, x, trace.label, choices=ours, dlogits=dlogits,
                                          arch=trace.arch)
-    return Reference("the lesson loops", tensors, own)
+    return Reference.seeded("the lesson loops", trace, tensors, own)
 
 
 def compare(ours: np.ndarray, theirs: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
@@ -182,7 +190,7 @@ def choice_differences(trace: Trace, ref: Reference, tol: float
         if not np.all(np.isfinite(source)):
             continue  # no choice is meaningful among NaNs; the values already disagree
         scale = max(float(np.max(np.abs(source))), floor)
-        if ours.dtype == bool:  # a ReLU's mask: which side of 0 the input is on
+        if step.layer_object.choice_key == "mask":  # a ReLU: which side of 0 the input is on
             gap = np.abs(source[differ])
         else:  # a pool's argmax: how far the cell we took is below the window's maximum
             flat = source.reshape(len(source), -1)
@@ -198,9 +206,9 @@ def choice_differences(trace: Trace, ref: Reference, tol: float
 
 
 def check(trace: Trace, ref: Reference) -> dict[str, Agreement]:
-    """Every step of ``trace`` against ``ref`` at the tolerance of the trace's dtype. ``dlogits``
-    is checked on its own, against ``dlogits_reference`` of our logits: every backward tensor
-    after it is compared with the reference's backward pass from that same dlogits."""
+    """Every step of ``trace`` against ``ref`` at the tolerance of the trace's dtype: dlogits
+    against the formula, every backward tensor after it against the reference's backward pass
+    from that same dlogits (see ``Reference``)."""
     tol = TOLERANCE[trace.dtype]
     floor = float(np.finfo(trace.dtype).tiny)  # an all-zero reference: only exact zeros agree
     ties, wrong = choice_differences(trace, ref, tol)
@@ -211,11 +219,8 @@ def check(trace: Trace, ref: Reference) -> dict[str, Agreement]:
                     default=len(trace.steps))
     results = {}
     for step in trace.steps:
-        if step.index == trace.first_backward:
-            theirs = dlogits_reference(trace[trace.arch.logits].value, trace.label)
-        else:
-            theirs = ref.tensors[step.name]
-        diff, rel = compare(step.value, np.asarray(theirs).reshape(step.value.shape), floor)
+        theirs = np.asarray(ref.tensors[step.name]).reshape(step.value.shape)
+        diff, rel = compare(step.value, theirs, floor)
         n_wrong = wrong.get(step.layer, 0) if step.phase == "forward" else 0
         notes = [tie_text] if tie_text and step.index >= tied_from else []
         if n_wrong:
@@ -239,13 +244,8 @@ def torch_results(trace: Trace) -> dict[str, TorchResult]:
     so a worker thread can compute it while the UI draws the same trace."""
     ref = torch_reference(trace)
     results = check(trace, ref)
-    out = {}
-    for step in trace.steps:
-        theirs = (dlogits_reference(trace[trace.arch.logits].value, trace.label)
-                  if step.index == trace.first_backward else ref.tensors[step.name])
-        out[step.name] = TorchResult(np.asarray(theirs).reshape(step.value.shape),
-                                     results[step.name])
-    return out
+    return {s.name: TorchResult(np.asarray(ref.tensors[s.name]).reshape(s.value.shape),
+                                results[s.name]) for s in trace.steps}
 
 
 def apply(trace: Trace, results: dict[str, TorchResult]) -> None:

@@ -214,8 +214,10 @@ class CnnApp(App[int]):
 
         if results is not None:
             reference.apply(trace, results)
-        if state == "ready" and trace is not None and trace is not self.trace:
-            self._start_reference()  # the digit changed meanwhile: compare the new one
+        if (state == "ready" and self.reference_state == "loading"
+                and trace is not None and trace is not self.trace):
+            # the digit changed during the first run (later changes start their own run)
+            self._start_reference()
         self.reference_state = state
         self.stepper.update_torch()
         if self.predictions is None and self.predictions_mode == "thread":
