@@ -63,6 +63,7 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False,
     if np.all(np.isfinite(trace.probs)):
         t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
                  "green" if right else "bold red")
+        t.append(f", loss {num(trace.loss)}")
     else:
         t.append("no prediction: probs NaN!", BAD_STYLE)
     t.append(")  ")
@@ -72,13 +73,17 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False,
     return t
 
 
-def title(step: Step, view: View) -> Text:
+def title(step: Step, view: View, reduction: int = 1) -> Text:
+    """``reduction``: the maps are drawn at 1/reduction resolution so that all channels fit."""
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"{step.layer}  ", "bold")
     t.append(f"{step.name} {tuple(step.value.shape)}", "bold cyan")
     flags = step_flags(step)
     if flags:
         t.append("  " + " ".join(flags), BAD_STYLE)
+    if reduction > 1:
+        keys = f"0-{view.channels - 1}" if view.channels > 1 else "0"
+        t.append(f"  shown at 1/{reduction} ({keys}: full size)", WARN_STYLE)
     t.append(f"  {view.title}", KEY_STYLE)
     return t
 

@@ -25,6 +25,8 @@ from screens.widgets.too_small import TooSmall
 if TYPE_CHECKING:
     from screens.app import CnnApp
 
+TINY_LOSS = 1e-3  # below it every gradient is tiny: dlogits = probs - onehot is at most this
+EXPLAIN_MIN, EXPLAIN_MAX = 2, 7  # lines of the explanation pane
 PLAY_INTERVAL = 0.6  # seconds per step while playing
 CHANNEL_KEYS = "0123456789"  # key k enlarges channel #k, as the maps are labelled
 STEP_GROUP = Binding.Group("step", compact=True)
@@ -107,6 +109,7 @@ class StepperScreen(Screen):
         self.playing = False
         self.view: View | None = None
         self.first_bad: Step | None = None  # the first step with a NaN or an Inf
+        self.told_tiny = False  # the note on tiny gradients is shown once per session
         self._timer = None
 
     @property
@@ -162,17 +165,51 @@ class StepperScreen(Screen):
         mode = self.cnn.color_mode
         self.query_one("#header", TextPane).set(
             panes.header(trace, step, self.cnn.weights_desc, self.playing, self.first_bad))
-        self.query_one("#title", TextPane).set(panes.title(step, view))
-        self.query_one(TensorView).show(view, mode)
+        tensor_view = self.query_one(TensorView)
+        tensor_view.show(view, mode)
+        self.query_one("#title", TextPane).set(panes.title(step, view, tensor_view.reduction))
         width = self.query_one("#center").size.width or 60
         self.query_one("#scale", TextPane).set(
             panes.scale_text(view, palette(mode, view.diverging), width))
-        self.query_one("#explain", TextPane).set(panes.explain_text(step, view.legend))
+        self.set_explanation(panes.explain_text(step, self.legend(tensor_view.reduction)))
         self.update_side()
+        if step.phase == "backward" and not self.told_tiny and trace.loss < TINY_LOSS:
+            self.told_tiny = True
+            self.notify(f"The loss is {panes.num(trace.loss)}: dlogits = probs - onehot is "
+                        "that small, so every gradient below it is tiny. ] or d: a digit the "
+                        "network is less sure of.", title="Tiny gradients", timeout=8)
         self.query_one(StepList).set_current(step.index)
         self.query_one(StepBar).set_current(step.index)
         if self.show_values:
             self.fill_values()
+
+    def set_explanation(self, text: Text) -> None:
+        """The explanation pane grows to show all of its lines (up to EXPLAIN_MAX), so the
+        formula, the code and the legend are never cut; the maps get the rest."""
+        pane = self.query_one("#explain", TextPane)
+        pane.set(text)
+        width = pane.size.width or self.query_one("#center").size.width
+        if width:
+            lines = len(text.wrap(self.app.console, width))
+            height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
+            if pane.styles.height is None or pane.styles.height.value != height:
+                pane.styles.height = height
+
+    def legend(self, reduction: int) -> str:
+        """The view's legend, unless the maps are too small to show what it describes."""
+        view = self.view
+        if view is None or not view.legend or reduction == 1 or \
+                not any(t.marks is not None for t in view.tiles):
+            return view.legend if view else ""
+        keys = f"0-{view.channels - 1}" if view.channels > 1 else "0"
+        return (f"at 1/{reduction} size the windows' maxima can't be marked: "
+                f"{keys} shows one channel at full size")
+
+    def on_tensor_view_resolution(self, event: TensorView.Resolution) -> None:
+        if self.view is not None:
+            self.query_one("#title", TextPane).set(panes.title(self.step, self.view,
+                                                               event.reduction))
+            self.set_explanation(panes.explain_text(self.step, self.legend(event.reduction)))
 
     def update_side(self) -> None:
         """Stats, the PyTorch comparison and (backward) gradient sizes, in one pane."""
@@ -185,9 +222,10 @@ class StepperScreen(Screen):
         self.stats_text = panes.stats_text(step, side_w)
         self.torch_text = panes.torch_text(step, state, verdict)
         self.grad_text = panes.grad_text(step, trace, width=side_w)
+        # the gradient sizes before PyTorch: in a short pane they are what a backward step is for
         parts = [self.stats_text, self.torch_text]
         if self.grad_text is not None:
-            parts.append(self.grad_text)
+            parts.insert(1, self.grad_text)
         self.query_one("#side", TextPane).set(Text("\n\n").join(parts))
 
     update_torch = update_side

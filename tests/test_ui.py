@@ -160,7 +160,8 @@ async def test_marks_sit_on_the_argmax_pixel(seed_params):
         assert [t.data.shape for t in view.tiles] == [(14, 14), (7, 7)]
         step = app.trace["p2"]
         mask = argmax_mask(step.cache["argmax"], next(iter(step.inputs.values())).shape)[0]
-        s, _ = fit_scale(view.tiles, tv.size.width, tv.size.height)
+        s, _, k = fit_scale(view.tiles, tv.size.width, tv.size.height)
+        assert k == 1  # full resolution: one glyph per pixel pair
         lines = tv.text_lines[1:]  # below the label row
         assert s in (1, 2, 4, 6, 8)
         for r in range(14):
@@ -184,7 +185,13 @@ async def test_backward_pool_gradient_flows_only_to_the_marks(seed_params):
             marks = np.stack([t.marks for t in view.tiles])
             assert (marks == argmax_mask(step.cache["argmax"], step.value.shape)).all()
             assert not np.any(step.value[~marks])  # zero wherever there is no mark
+            if app.screen.query_one(TensorView).reduction > 1:  # every channel, at 1/2 size
+                assert "can't be marked" in text_of(app, "#explain")
+                app.screen.action_channel(0)  # one channel at full size: marks and legend
+                await pilot.pause()
+                assert app.screen.query_one(TensorView).reduction == 1
             assert "gradient flows only there" in text_of(app, "#explain")
+            app.screen.action_channel(-1)
 
 
 async def test_pytorch_pane_loads_in_the_background_and_reaches_a_verdict(seed_params):
@@ -504,12 +511,20 @@ def test_cli_errors_are_one_sentence_and_exit_1(capsys, tmp_path):
 
 async def test_page_keys_and_J_K_reach_what_a_small_terminal_cuts_off(seed_params):
     app = make_app(seed_params)
-    async with app.run_test(size=(80, 24)) as pilot:
-        app.go_to(app.trace.position("dW3"))
-        await pilot.pause()
+    async with app.run_test(size=(80, 20)) as pilot:
         maps, side = app.screen.query_one("#map"), app.screen.query_one("#side")
-        assert maps.max_scroll_y > 0 and side.max_scroll_y > 0  # both outgrow 80x24 here
-        await pilot.press("pagedown", "J")
-        assert maps.scroll_y > 0 and side.scroll_y > 0
-        await pilot.press("pageup", "K")
-        assert maps.scroll_y == 0 and side.scroll_y == 0
+        app.go_to(app.trace.position("p1"))
+        app.screen.action_channel(0)  # one channel at full size, its 28 rows and its output
+        await pilot.pause()
+        assert maps.max_scroll_y > 0  # outgrows 80x20
+        await pilot.press("pagedown")
+        assert maps.scroll_y > 0
+        await pilot.press("pageup")
+        assert maps.scroll_y == 0
+        app.go_to(app.trace.position("dW2"))  # stats and 8 filters' gradient norms
+        await pilot.pause()
+        assert side.max_scroll_y > 0
+        await pilot.press("J")
+        assert side.scroll_y > 0
+        await pilot.press("K")
+        assert side.scroll_y == 0

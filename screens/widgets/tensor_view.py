@@ -13,6 +13,7 @@ import numpy as np
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -121,20 +122,55 @@ def _cell_run(pal: Palette, key: tuple[int, int], n: int) -> Segment:
     return Segment(HALF * n, pal.cell_style(top, bottom))
 
 
-def fit_scale(tiles: list[Tile], width: int, height: int) -> tuple[int, int]:
-    """The largest scale (columns per pixel) at which all tiles fit; and their columns per row."""
-    best = (1, max(1, (width + GAP) // (tiles[0].data.shape[1] + GAP)))
+def shrink(tile: Tile, k: int) -> Tile:
+    """``tile`` at 1/k resolution, so that every channel fits on screen at once: each pixel is
+    the mean of a k x k block (a NaN or an Inf in a block shows). Marks (a pooling window's
+    argmax) can't be shown per pixel any more and are dropped. A picture, not maths: the numbers
+    themselves are in the values table."""
+    if k == 1:
+        return tile
+    h, w = tile.data.shape
+    H, W = -(-h // k) * k, -(-w // k) * k
+    data = np.pad(np.asarray(tile.data, dtype=float), ((0, H - h), (0, W - w)), mode="edge")
+    blocks = data.reshape(H // k, k, W // k, k).transpose(0, 2, 1, 3).reshape(H // k, W // k, -1)
+    finite = np.isfinite(blocks)
+    with np.errstate(over="ignore", invalid="ignore"):
+        small = np.where(finite, blocks, 0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1)
+    # a NaN or an Inf in a block stays visible; an Inf first, since NaNs usually come from Infs
+    small = np.where(np.isnan(blocks).any(axis=2), np.nan, small)
+    small = np.where((blocks == -np.inf).any(axis=2), -np.inf, small)
+    small = np.where((blocks == np.inf).any(axis=2), np.inf, small)
+    return Tile(tile.label, small, tile.lo, tile.hi, None, tile.channel, None)
+
+
+def _fits(tiles: list[Tile], width: int, height: int, k: int) -> tuple[int, int] | None:
+    """The largest scale (columns per pixel) at which all tiles, at 1/k resolution, fit in
+    ``width`` x ``height``; and their tiles per row. None if they don't fit even at scale 1."""
+    best = None
     for s in SCALES:
-        tw = max(t.data.shape[1] for t in tiles) * s
-        th = max(math.ceil(t.data.shape[0] * s / 2) for t in tiles) + 1  # + label row
+        tw = max(-(-t.data.shape[1] // k) for t in tiles) * s
+        th = max(math.ceil(-(-t.data.shape[0] // k) * s / 2) for t in tiles) + 1  # + label
         if tw > width:
             break
         per_row = max(1, (width + GAP) // (tw + GAP))
-        rows = math.ceil(len(tiles) / per_row)
-        if rows * th > height and s > 1:
+        if math.ceil(len(tiles) / per_row) * th > height:
             break
         best = (s, per_row)
     return best
+
+
+def fit_scale(tiles: list[Tile], width: int, height: int, may_shrink: bool = True
+              ) -> tuple[int, int, int]:
+    """How to draw ``tiles`` so that all of them are on screen at once: (scale in columns per
+    pixel, tiles per row, resolution divisor k). Full resolution when it fits; kernels (tiles
+    with gaps) are never shrunk. If nothing fits, full resolution at scale 1, scrolling."""
+    can_shrink = may_shrink and all(t.gap is None for t in tiles)
+    top = max(max(t.data.shape) for t in tiles)
+    for k in range(1, top + 1 if can_shrink else 2):
+        fit = _fits(tiles, width, height, k)
+        if fit is not None:
+            return (*fit, k)
+    return 1, max(1, (width + GAP) // (tiles[0].data.shape[1] + GAP)), 1
 
 
 def bar_lines(view: View, pal: Palette, width: int) -> list[Strip]:
@@ -195,31 +231,41 @@ def _bar_value(v: float) -> str:
     return f"{v:+.4f}" if 1e-3 <= abs(v) < 1e6 or v == 0 else f"{v:+.2e}"
 
 
-def tile_lines(view: View, pal: Palette, width: int, height: int) -> list[Strip]:
-    scale, per_row = fit_scale(view.tiles, width, height)
+def tile_lines(view: View, pal: Palette, width: int, height: int) -> tuple[list[Strip], int]:
+    """The picture's lines, and the resolution divisor it needed to fit (1: full)."""
+    # one channel chosen with a number key: full size, scrolling if it must
+    scale, per_row, k = fit_scale(view.tiles, width, height, view.selected is None)
+    tiles = [shrink(t, k) for t in view.tiles]
     lines: list[Strip] = []
-    for start in range(0, len(view.tiles), per_row):
-        row_tiles = view.tiles[start: start + per_row]
+    for start in range(0, len(tiles), per_row):
+        row_tiles = tiles[start: start + per_row]
         cells = [tile_cells(t, view, pal, scale) for t in row_tiles]
         widths = [t.data.shape[1] * scale for t in row_tiles]
         label = []
-        for k, (t, w) in enumerate(zip(row_tiles, widths, strict=True)):
-            if k:
+        for i, (t, w) in enumerate(zip(row_tiles, widths, strict=True)):
+            if i:
                 label.append(Segment(" " * GAP, PLAIN))
             label.append(Segment(t.label[:max(w, 2)].ljust(w), LABEL_STYLE))
         lines.append(Strip(label))
         for r in range(max(len(c) for c in cells)):
             segs: list[Segment] = []
-            for k, (c, w) in enumerate(zip(cells, widths, strict=True)):
-                if k:
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True)):
+                if i:
                     segs.append(Segment(" " * GAP, PLAIN))
                 segs.extend(c[r] if r < len(c) else [Segment(" " * w, PLAIN)])
             lines.append(Strip(segs))
-    return lines
+    return lines, k
 
 
 class TensorView(ScrollView, can_focus=False):
     """Heatmaps or bars of the current step, with cached strips."""
+
+    class Resolution(Message):
+        """The picture's resolution divisor changed (its pane was resized)."""
+
+        def __init__(self, reduction: int) -> None:
+            super().__init__()
+            self.reduction = reduction
 
     DEFAULT_CSS = """
     TensorView { height: 1fr; scrollbar-size: 1 1; }
@@ -232,6 +278,7 @@ class TensorView(ScrollView, can_focus=False):
         self.view: View | None = None
         self._lines: list[Strip] = []
         self._key: tuple | None = None
+        self.reduction = 1  # the picture is at 1/reduction resolution (to fit every channel)
 
     def show(self, view: View, mode: str | None = None) -> None:
         self.view = view
@@ -251,13 +298,16 @@ class TensorView(ScrollView, can_focus=False):
             return
         self._key = key
         pal = palette(self.mode, self.view.diverging)
+        reduction_before, self.reduction = self.reduction, 1
         if self.view.kind == "bars":
             lines = bar_lines(self.view, pal, width)
         else:
-            lines = tile_lines(self.view, pal, width, height)
+            lines, self.reduction = tile_lines(self.view, pal, width, height)
             if len(lines) > height:  # it will scroll: leave room for the scrollbar
-                lines = tile_lines(self.view, pal, width - 1, height)
+                lines, self.reduction = tile_lines(self.view, pal, width - 1, height)
         self._lines = lines
+        if self.reduction != reduction_before:
+            self.post_message(self.Resolution(self.reduction))
         w = max((s.cell_length for s in lines), default=0)
         # never smaller than the pane: a new picture that fits needs no layout pass
         virtual = Size(max(w, self.size.width if len(lines) <= height else w),
