@@ -279,3 +279,102 @@ def _nonfinite_legend(t: Text, view: View, pal: Palette) -> None:
             t.append(SPECIAL_GLYPHS[k], pal.special_style(pal.special_base + k))
             t.append(f"{SPECIAL_NAMES[k]}! ", BAD_STYLE)
     t.append("│ ", KEY_STYLE)
+
+
+def grid_text(grid, width: int) -> Text:
+    """A small grid of numbers (a window, a kernel, the products), its marked cells bold."""
+    t = Text()
+    t.append(grid.label + "\n", KEY_STYLE)
+    cols = grid.data.shape[1]
+    cell_w = max(6, min(9, (width - 1) // max(cols, 1)))
+    for r, row in enumerate(grid.data):
+        for c, x in enumerate(row):
+            marked = grid.marks is not None and grid.marks[r, c]
+            text = f"{num(float(x)):>{cell_w}}"[-cell_w:]
+            t.append(text, (BAD_STYLE if not np.isfinite(x) else "bold underline" if marked
+                            else ""))
+        t.append("\n")
+    return t
+
+
+def cell_text(explained, width: int, small: int) -> Text:
+    """Cell mode's side pane: the explanation's lines, then its small grids as numbers
+    (``small``: the most numbers a printed grid has; larger ones are drawn as heatmaps)."""
+    t = Text()
+    t.append("cell ", "bold")
+    t.append(f"{explained.step}[{','.join(map(str, explained.cell))}]\n", "bold cyan")
+    ok = np.isclose(explained.total, explained.value, rtol=1e-9, atol=0) or \
+        explained.total == explained.value
+    t.append("= ", KEY_STYLE)
+    t.append(f"{explained.value:.10g}", "bold")
+    t.append("  parts sum to it ✓\n" if ok else f"  parts give {explained.total:.10g} ✗\n",
+             OK_STYLE if ok else BAD_STYLE)
+    if explained.receptive_field is not None:
+        r0, r1, c0, c1 = explained.receptive_field
+        t.append("receptive field ", KEY_STYLE)
+        t.append(f"{r1 - r0 + 1}x{c1 - c0 + 1}: x[{r0}:{r1 + 1}, {c0}:{c1 + 1}]\n")
+    for line in explained.lines:
+        t.append(line + "\n")
+    for grid in explained.grids:
+        if grid.data.size <= small:
+            t.append("\n")
+            t.append_text(grid_text(grid, width))
+    t.rstrip()
+    return t
+
+
+def update_text(update, width: int) -> Text:
+    """The update step's side pane: the ratios (the 1e-3 rule of thumb) and what the digit's
+    loss and probabilities did."""
+    t = Text()
+    t.append("SGD step ", "bold")
+    t.append(f"lr {update.lr:g}\n", "bold cyan")
+    t.append("|lr·dW|/|W| (≈1e-3 healthy)\n", KEY_STYLE)
+    for name, ratio in update.ratios.items():
+        style = OK_STYLE if 1e-5 <= ratio <= 1e-2 else \
+            WARN_STYLE if np.isfinite(ratio) else BAD_STYLE
+        t.append(f"  {name:<5}", KEY_STYLE)
+        t.append(f"{num(ratio)}\n", style)
+    t.append("loss ", KEY_STYLE)
+    t.append(f"{num(update.loss_before)} -> {num(update.loss_after)}\n",
+             OK_STYLE if update.loss_after < update.loss_before else WARN_STYLE)
+    label = update.label
+    t.append(f"p(label {label}) ", KEY_STYLE)
+    t.append(f"{update.probs_before[label]:.4f} -> {update.probs_after[label]:.4f} ")
+    t.append("gained ✓\n" if update.gained else "did not gain ✗\n",
+             OK_STYLE if update.gained else WARN_STYLE)
+    t.append("\nclass before   after\n", KEY_STYLE)
+    for k, (a, b) in enumerate(zip(update.probs_before, update.probs_after, strict=True)):
+        mark = "◀" if k == label else " "
+        t.append(f"{k:>3}{mark} {a:7.4f} {b:7.4f}", "bold" if k == label else "")
+        t.append(f" {b - a:+.1e}\n", KEY_STYLE)
+    t.rstrip()
+    return t
+
+
+def im2col_text(im, step: Step, legend: str) -> Text:
+    """The explanation pane under the im2col view: the shapes of both products."""
+    t = Text()
+    t.append("im2col ", KEY_STYLE)
+    t.append(f"cols @ W = out: {im.shape}", "bold")
+    t.append(f"   dW = cols.T @ dout: {im.dw_shape}\n", KEY_STYLE)
+    labels = im.col_labels
+    t.append("columns of cols: ", KEY_STYLE)
+    t.append(", ".join(labels[:6]) + (f" ... {labels[-1]}" if len(labels) > 6 else ""))
+    if legend:
+        t.append("\n" + legend, "italic")
+    return t
+
+
+def update_explain(update, legend: str, can_undo: bool) -> Text:
+    t = Text()
+    t.append("math ", KEY_STYLE)
+    t.append(f"W <- W - lr·dW for every parameter, lr = {update.lr:g}, this digit's gradients",
+             "bold")
+    t.append("\nnumpy ", KEY_STYLE)
+    t.append(f"for k in params: params[k] -= {update.lr:g} * grads['d' + k]", "green")
+    t.append("\nkeys ", KEY_STYLE)
+    t.append("u applies it to the network" + (", z undoes the last one" if can_undo else ""))
+    if legend:
+        t.append("\n" + legend, "italic")
+    return t

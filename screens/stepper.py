@@ -12,8 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
+from cnntui import explain
 from cnntui.trace import Step, Trace
-from screens import panes
+from screens import cell_view, panes
 from screens.colors import palette
 from screens.views import View, build_view
 from screens.widgets.footer import Footer
@@ -30,6 +31,9 @@ EXPLAIN_MIN, EXPLAIN_MAX = 2, 7  # lines of the explanation pane
 PLAY_INTERVAL = 0.6  # seconds per step while playing
 CHANNEL_KEYS = "0123456789"  # key k enlarges channel #k, as the maps are labelled
 STEP_GROUP = Binding.Group("step", compact=True)
+CELL_GROUP = Binding.Group("cell (n p: step)", compact=True)
+UPDATE_LR = 0.01  # the update step's learning rate (the training default)
+UPDATE_STEP = "SGD"  # the update step's name in the step list
 DIGIT_GROUP = Binding.Group("digit", compact=True)  # key k selects channel CHANNEL_KEYS.index(k)
 
 
@@ -63,6 +67,26 @@ class StepperScreen(Screen):
     AUTO_FOCUS = ""  # nothing: the values table takes focus only while it is shown
 
     BINDINGS = [
+        # in cell mode (and over the values table) the arrows move a cursor; n and p still step
+        Binding("left,h", "move(0,-1)", "cell", key_display="←", id="cell_left",
+                tooltip="Cell mode: move the cursor left", group=CELL_GROUP),
+        Binding("right,l", "move(0,1)", "cell", key_display="→", id="cell_right",
+                tooltip="Cell mode: move the cursor right", group=CELL_GROUP),
+        Binding("up,k", "move(-1,0)", "cell", key_display="↑", id="cell_up",
+                tooltip="Cell mode: move the cursor up", group=CELL_GROUP),
+        Binding("down,j", "move(1,0)", "cell", key_display="↓", id="cell_down",
+                tooltip="Cell mode: move the cursor down", group=CELL_GROUP),
+        Binding("escape", "leave", "leave", key_display="esc", id="leave_cell_mode",
+                tooltip="Leave cell mode, the im2col view or the values table"),
+        Binding("c", "cell_mode", "cell", id="cell_mode",
+                tooltip="Cell mode: a cursor over the maps shows how one number is made "
+                        "(or click a cell)"),
+        Binding("m", "im2col", "im2col", show=False, id="im2col",
+                tooltip="Conv steps: the lesson's im2col, cols @ W = out, the cursor's row lit"),
+        Binding("u", "apply_update", "apply", show=False, id="apply_update",
+                tooltip=f"{UPDATE_STEP} step: apply the SGD step to the network"),
+        Binding("z", "undo_update", "undo", show=False, id="undo_update",
+                tooltip=f"Undo the last applied {UPDATE_STEP} step"),
         Binding("left,h,p", "step(-1)", "step", key_display="←", tooltip="Previous step",
                 id="previous_step", group=STEP_GROUP),
         Binding("right,l,n", "step(1)", "step", key_display="→", tooltip="Next step",
@@ -110,6 +134,11 @@ class StepperScreen(Screen):
         self.view: View | None = None
         self.first_bad: Step | None = None  # the first step with a NaN or an Inf
         self.told_tiny = False  # the note on tiny gradients is shown once per session
+        self.cell: tuple[int, ...] | None = None  # cell mode's cursor, in the step's tensor
+        self.im2col = False  # cell mode on a conv: show cols @ W = out
+        self.at_update = False  # on the SGD step after the last gradient
+        self.update: explain.Update | None = None
+        self.undo: list[tuple[dict[str, np.ndarray], str]] = []  # weights before each apply
         self._timer = None
 
     @property
@@ -152,13 +181,23 @@ class StepperScreen(Screen):
         marks = ["NaN" if any(f.startswith("NaN") for f in fl) else "Inf" if fl else ""
                  for fl in flags]
         self.first_bad = next((s for s, fl in zip(steps, flags, strict=True) if fl), None)
+        names.append((UPDATE_STEP, "update"))
+        marks.append("")
+        self.update = None
         self.query_one(StepList).set_steps(names, marks)
         self.query_one(StepBar).set_steps(names, marks)
         self.redraw()
 
     def redraw(self) -> None:
-        """Show the current step of the current trace."""
+        """Show the current step of the current trace (in cell mode, the cursor's cell; after
+        the last step, the update step)."""
         trace, step = self.cnn.trace, self.step
+        if self.at_update:
+            self.draw_update()
+            return
+        if self.cell is not None:
+            self.draw_cell()
+            return
         self.view = view = build_view(step, trace, shared=self.shared, channel=self.channel,
                                       magnitude=self.magnitude)
         self.channel = view.selected
@@ -178,10 +217,79 @@ class StepperScreen(Screen):
             self.notify(f"The loss is {panes.num(trace.loss)}: dlogits = probs - onehot is "
                         "that small, so every gradient below it is tiny. ] or d: a digit the "
                         "network is less sure of.", title="Tiny gradients", timeout=8)
-        self.query_one(StepList).set_current(step.index)
-        self.query_one(StepBar).set_current(step.index)
+        self.mark_current(step.index)
         if self.show_values:
             self.fill_values()
+        self.refresh_bindings()
+
+    def mark_current(self, index: int) -> None:
+        self.query_one(StepList).set_current(index)
+        self.query_one(StepBar).set_current(index)
+
+    def _show(self, view: View, title: Text, side: Text, explanation: Text) -> None:
+        """Cell mode, im2col and the update step: a view with its own scales per picture."""
+        self.view = view
+        mode = self.cnn.color_mode
+        trace = self.cnn.trace
+        self.query_one("#header", TextPane).set(
+            panes.header(trace, self.step, self.cnn.weights_desc, self.playing, self.first_bad))
+        self.query_one(TensorView).show(view, mode)
+        self.query_one("#title", TextPane).set(title)
+        width = self.query_one("#center").size.width or 60
+        self.query_one("#scale", TextPane).set(
+            panes.scale_text(view, palette(mode, view.diverging), width))
+        self.set_explanation(explanation)
+        self.query_one("#side", TextPane).set(side)
+        self.refresh_bindings()
+
+    def draw_cell(self) -> None:
+        trace, step = self.cnn.trace, self.step
+        self.cell = cell_view.clip_cell(step, self.cell)
+        side_w = (self.query_one("#side").size.width or 28) - 2
+        explained = explain.explain_cell(trace, step.name, self.cell)
+        where = Text(no_wrap=True, overflow="ellipsis")
+        where.append(f"{step.layer}  ", "bold")
+        if self.im2col and self.im2col_ok(step):
+            im = explain.im2col_view(trace, step.name, self.cell)
+            view = cell_view.im2col_view(trace, im)
+            where.append(f"im2col {im.shape}", "bold cyan")
+            where.append(f"  row {im.row} = {cell_view.cell_name(step, self.cell)}'s window"
+                         if im.row is not None else "", panes.KEY_STYLE)
+            self._show(view, where, panes.cell_text(explained, side_w, cell_view.SMALL_GRID),
+                       panes.im2col_text(im, step, view.legend))
+            self.scroll_to_row(1 + (im.row or 0) // 2)
+        else:
+            view = cell_view.cell_view(step, trace, explained)
+            where.append(cell_view.cell_name(step, self.cell), "bold cyan")
+            where.append(f"  = {explained.value:.6g}  cell mode", panes.KEY_STYLE)
+            self._show(view, where, panes.cell_text(explained, side_w, cell_view.SMALL_GRID),
+                       panes.explain_text(step, view.legend))
+        self.mark_current(step.index)
+
+    def draw_update(self) -> None:
+        trace = self.cnn.trace
+        if self.update is None or self.update.trace_after.index != trace.index:
+            self.update = explain.sgd_update(trace, UPDATE_LR)
+        update = self.update
+        view = cell_view.update_view(update)
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append("update  ", "bold")
+        title.append(f"W <- W - {update.lr:g}·dW", "bold cyan")
+        title.append("  u: apply it to the network" + ("  z: undo" if self.undo else ""),
+                     panes.KEY_STYLE)
+        side_w = (self.query_one("#side").size.width or 28) - 2
+        self._show(view, title, panes.update_text(update, side_w),
+                   panes.update_explain(update, view.legend, bool(self.undo)))
+        self.mark_current(len(trace.steps))
+
+    def im2col_ok(self, step: Step) -> bool:
+        return step.kind == "conv" and (step.phase == "forward" or step.value.ndim == 4)
+
+    def scroll_to_row(self, line: int) -> None:
+        tv = self.query_one(TensorView)
+        height = tv.size.height
+        if height and not (tv.scroll_y <= line < tv.scroll_y + height):
+            tv.scroll_to(y=max(0, line - height // 2), animate=False)
 
     def set_explanation(self, text: Text) -> None:
         """The explanation pane grows to show all of its lines (up to EXPLAIN_MAX), so the
@@ -290,15 +398,123 @@ class StepperScreen(Screen):
         self.show_cell(event.coordinate.row, event.coordinate.column)
 
     def on_step_chosen(self, event: StepChosen) -> None:
+        if event.index >= len(self.cnn.trace.steps):
+            self.go_update()
+            return
+        self.at_update = False
+        if event.index == self.cnn.step_index:
+            self.redraw()
         self.cnn.go_to(event.index)
+
+    def on_tensor_view_clicked(self, event: TensorView.Clicked) -> None:
+        """A click on a map picks that cell (and enters cell mode)."""
+        if self.at_update or self.view is None or self.im2col:
+            return
+        step = self.step
+        if self.cell is not None and event.tile != 0:
+            return  # the other pictures show what the cursor's cell read
+        if self.view.kind != "tiles" or event.tile >= len(self.view.tiles):
+            return
+        picked = cell_view.cell_at(step, self.cnn.trace, self.view.tiles[event.tile],
+                                   event.row, event.col)
+        if picked is not None:
+            self.cell = picked
+            self.redraw()
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.redraw)
 
     # ---- actions ---------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        cell = self.cell is not None
+        if action == "move":  # the values table moves its own cursor: the footer says so
+            return cell or self.show_values
+        if action == "step":
+            return not (cell or self.show_values)
+        if action == "leave":
+            return cell or self.show_values
+        if action == "im2col":
+            return True if cell and self.im2col_ok(self.step) else None
+        if action in ("apply_update",):
+            return self.at_update
+        if action == "undo_update":
+            return bool(self.undo)
+        if action == "cell_mode":
+            return not cell and not self.at_update
+        return True
+
     def action_step(self, delta: int) -> None:
+        if self.at_update:
+            if delta < 0:
+                self.at_update = False
+                self.redraw()
+            return
+        if delta > 0 and self.cnn.step_index == len(self.cnn.trace.steps) - 1:
+            self.go_update()
+            return
+        if self.cell is not None and self.cnn.step_index + delta in range(
+                len(self.cnn.trace.steps)):
+            self.im2col = self.im2col and self.im2col_ok(
+                self.cnn.trace.steps[self.cnn.step_index + delta])
         self.cnn.go_to(self.cnn.step_index + delta)
+
+    def go_update(self) -> None:
+        self.at_update = True
+        self.cell, self.im2col = None, False
+        self.redraw()
+
+    def action_move(self, dr: int, dc: int) -> None:
+        if self.cell is None:
+            return  # the values table, focused, moved its own cursor
+        self.cell = cell_view.move(self.step, self.cnn.trace, self.cell, dr, dc)
+        self.redraw()
+
+    def action_cell_mode(self) -> None:
+        if self.show_values:
+            self.action_values()
+        self.at_update = False
+        step = self.step
+        self.cell = cell_view.clip_cell(step, None if self.channel is None else
+                                        cell_view.with_channel(step,
+                                                               cell_view.first_cell(step),
+                                                               self.channel))
+        self.redraw()
+
+    def action_leave(self) -> None:
+        if self.show_values:
+            self.action_values()
+            return
+        if self.im2col:
+            self.im2col = False
+        else:
+            self.cell = None
+        self.redraw()
+
+    def action_im2col(self) -> None:
+        if self.cell is None or not self.im2col_ok(self.step):
+            self.notify("im2col applies to a convolution's output or weight gradient, in "
+                        "cell mode (c)", timeout=3)
+            return
+        self.im2col = not self.im2col
+        self.redraw()
+
+    def action_apply_update(self) -> None:
+        if not self.at_update or self.update is None:
+            return
+        update = self.update
+        self.undo.append((self.cnn.params, self.cnn.weights_desc))
+        self.cnn.set_weights(update.params_after, update.trace_after.weights)
+        self.notify(f"applied: loss {panes.num(update.loss_before)} -> "
+                    f"{panes.num(update.loss_after)} for digit #{self.cnn.index}; z undoes it",
+                    timeout=4)
+
+    def action_undo_update(self) -> None:
+        if not self.undo:
+            return
+        params, desc = self.undo.pop()
+        self.cnn.set_weights(params, desc)
+        self.notify(f"undone: back to {desc} weights", timeout=3)
 
     def action_first(self) -> None:
         self.cnn.go_to(0)
@@ -359,6 +575,16 @@ class StepperScreen(Screen):
         widget.scroll_relative(y=pages * max(1, widget.size.height - 2), animate=False)
 
     def action_channel(self, channel: int) -> None:
+        if self.cell is not None and channel >= 0:  # the cursor moves to that channel
+            step = self.step
+            count = cell_view.channel_count(step)
+            if channel >= count:
+                self.notify(f"{step.name} has channels 0-{count - 1}" if count else
+                            f"{step.name} has no channels", timeout=2)
+                return
+            self.cell = cell_view.with_channel(step, self.cell, channel)
+            self.redraw()
+            return
         if channel < 0 or channel == self.channel:
             self.channel = None
         else:

@@ -115,7 +115,8 @@ class StepBar(Widget, can_focus=False):
         phase = None
         for i, (name, ph) in enumerate(self.names):
             if ph != phase:
-                text.append("fwd " if ph == "forward" else "│ bwd ", HEADING)
+                text.append({"forward": "fwd ", "backward": "│ bwd "}.get(ph, f"│ {ph} "),
+                            HEADING)
                 phase = ph
             if i == self.current:
                 start = len(text)

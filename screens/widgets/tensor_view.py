@@ -12,6 +12,7 @@ import math
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -231,14 +232,21 @@ def _bar_value(v: float) -> str:
     return f"{v:+.4f}" if 1e-3 <= abs(v) < 1e6 or v == 0 else f"{v:+.2e}"
 
 
-def tile_lines(view: View, pal: Palette, width: int, height: int) -> tuple[list[Strip], int]:
-    """The picture's lines, and the resolution divisor it needed to fit (1: full)."""
+def tile_lines(view: View, pal: Palette, width: int, height: int
+               ) -> tuple[list[Strip], int, list[tuple[int, int, int, int, int]]]:
+    """The picture's lines, the resolution divisor it needed to fit (1: full), and where each
+    tile's pixels start: (tile index, x, line, columns per pixel, resolution divisor)."""
     # one channel chosen with a number key: full size, scrolling if it must
     scale, per_row, k = fit_scale(view.tiles, width, height, view.selected is None)
     tiles = [shrink(t, k) for t in view.tiles]
     lines: list[Strip] = []
+    boxes = []
     for start in range(0, len(tiles), per_row):
         row_tiles = tiles[start: start + per_row]
+        x = 0
+        for i, t in enumerate(row_tiles):
+            boxes.append((start + i, x, len(lines) + 1, scale, k))
+            x += t.data.shape[1] * scale + GAP
         cells = [tile_cells(t, view, pal, scale) for t in row_tiles]
         widths = [t.data.shape[1] * scale for t in row_tiles]
         label = []
@@ -254,11 +262,18 @@ def tile_lines(view: View, pal: Palette, width: int, height: int) -> tuple[list[
                     segs.append(Segment(" " * GAP, PLAIN))
                 segs.extend(c[r] if r < len(c) else [Segment(" " * w, PLAIN)])
             lines.append(Strip(segs))
-    return lines, k
+    return lines, k, boxes
 
 
 class TensorView(ScrollView, can_focus=False):
     """Heatmaps or bars of the current step, with cached strips."""
+
+    class Clicked(Message):
+        """A click on pixel (row, col) of tile ``tile`` of the view, in the tile's data."""
+
+        def __init__(self, tile: int, row: int, col: int) -> None:
+            super().__init__()
+            self.tile, self.row, self.col = tile, row, col
 
     class Resolution(Message):
         """The picture's resolution divisor changed (its pane was resized)."""
@@ -279,6 +294,7 @@ class TensorView(ScrollView, can_focus=False):
         self._lines: list[Strip] = []
         self._key: tuple | None = None
         self.reduction = 1  # the picture is at 1/reduction resolution (to fit every channel)
+        self.boxes: list[tuple[int, int, int, int, int]] = []  # where tiles are (tile_lines)
 
     def show(self, view: View, mode: str | None = None) -> None:
         self.view = view
@@ -298,13 +314,14 @@ class TensorView(ScrollView, can_focus=False):
             return
         self._key = key
         pal = palette(self.mode, self.view.diverging)
-        reduction_before, self.reduction = self.reduction, 1
+        reduction_before, self.reduction, self.boxes = self.reduction, 1, []
         if self.view.kind == "bars":
             lines = bar_lines(self.view, pal, width)
         else:
-            lines, self.reduction = tile_lines(self.view, pal, width, height)
+            lines, self.reduction, self.boxes = tile_lines(self.view, pal, width, height)
             if len(lines) > height:  # it will scroll: leave room for the scrollbar
-                lines, self.reduction = tile_lines(self.view, pal, width - 1, height)
+                lines, self.reduction, self.boxes = tile_lines(self.view, pal, width - 1,
+                                                               height)
         self._lines = lines
         if self.reduction != reduction_before:
             self.post_message(self.Resolution(self.reduction))
@@ -318,6 +335,25 @@ class TensorView(ScrollView, can_focus=False):
     def on_resize(self) -> None:
         self._rebuild()
         self.refresh()
+
+    def pixel_at(self, x: int, y: int) -> tuple[int, int, int] | None:
+        """(tile, row, col) of the pixel at (x, y) of the pane's content, scrolling included.
+        A text cell holds two pixel rows at scale 1: a click picks the upper one."""
+        if self.view is None or self.view.kind != "tiles":
+            return None
+        x, y = x + int(self.scroll_x), y + int(self.scroll_y)
+        for index, x0, y0, scale, k in self.boxes:
+            h, w = self.view.tiles[index].data.shape
+            col = (x - x0) // scale
+            row = (y - y0) * 2 // scale
+            if x >= x0 and y >= y0 and col * k < w and row * k < h:
+                return index, row * k, col * k
+        return None
+
+    def on_click(self, event: events.Click) -> None:
+        hit = self.pixel_at(event.x, event.y)
+        if hit is not None:
+            self.post_message(self.Clicked(*hit))
 
     def render_line(self, y: int) -> Strip:
         self._rebuild()
