@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument("--values", action="store_true", help="with --json: include every value")
 
+    p = sub.add_parser("explain", help="how one cell of one step was computed, from its parts")
+    weights_and_index(p)
+    from cnntui.explain_cli import add_arguments
+    add_arguments(p)
+
     p = sub.add_parser("verify", help="check the trace against PyTorch and finite differences")
     weights_and_index(p)
     p.add_argument("--json", action="store_true")
@@ -207,6 +212,10 @@ def _run_command(args: argparse.Namespace) -> int:
         from cnntui import report
 
         return report.main(args.command, report.Options.from_args(args))
+    if args.command == "explain":
+        from cnntui import explain_cli
+
+        return explain_cli.main(args)
     if args.command == "bench":
         from cnntui import bench
 
