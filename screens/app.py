@@ -121,8 +121,9 @@ class CnnApp(App[int]):
 
     def go_to(self, index: int) -> None:
         index = max(0, min(len(self.trace.steps) - 1, index))
-        if index != self.step_index:
+        if index != self.step_index or self.stepper.at_update:
             self.step_index = index
+            self.stepper.at_update = False
             self.stepper.redraw()
 
     def set_digit(self, index: int) -> None:

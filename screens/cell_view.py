@@ -199,9 +199,10 @@ def cell_view(step: Step, trace: Trace, explained: Explained) -> View:
         tiles.append(Tile(f"|d cell/dx| in RF {r1 - r0 + 1}x{c1 - c0 + 1}",
                           explained.effective_rf, 0, 0, marks))
     _ranged(tiles, True)
+    # selected: drawn at full size (scrolling if it must), so the cursor is one pixel
     return View("tiles", title, True, 0.0, 1.0, False, tiles=tiles,
                 legend="bright: the cursor, the cells it read, its receptive field; "
-                       "each picture on its own scale")
+                       "each picture on its own scale", selected=channel_of(step, cell) or 0)
 
 
 def im2col_view(trace: Trace, view: Im2col) -> View:
@@ -225,7 +226,7 @@ def im2col_view(trace: Trace, view: Im2col) -> View:
     _ranged(tiles, True)
     group = f", group {view.group} of {view.groups}" if view.groups > 1 else ""
     return View("tiles", f"im2col of {view.step}: {view.shape}{group}", True, 0.0, 1.0, False,
-                tiles=tiles, legend="row i*W_out+j of cols is output cell (i, j)'s window, "
+                tiles=tiles, selected=0, legend="row i*W_out+j of cols is output cell (i, j)'s window, "
                                     "flattened; bright: the cursor's row")
 
 

@@ -290,7 +290,7 @@ def grid_text(grid, width: int) -> Text:
     for r, row in enumerate(grid.data):
         for c, x in enumerate(row):
             marked = grid.marks is not None and grid.marks[r, c]
-            text = f"{num(float(x)):>{cell_w}}"[-cell_w:]
+            text = " " + f"{num(float(x)):>{cell_w - 1}}"[-(cell_w - 1):]
             t.append(text, (BAD_STYLE if not np.isfinite(x) else "bold underline" if marked
                             else ""))
         t.append("\n")
@@ -301,18 +301,8 @@ def cell_text(explained, width: int, small: int) -> Text:
     """Cell mode's side pane: the explanation's lines, then its small grids as numbers
     (``small``: the most numbers a printed grid has; larger ones are drawn as heatmaps)."""
     t = Text()
-    t.append("cell ", "bold")
-    t.append(f"{explained.step}[{','.join(map(str, explained.cell))}]\n", "bold cyan")
-    ok = np.isclose(explained.total, explained.value, rtol=1e-9, atol=0) or \
-        explained.total == explained.value
-    t.append("= ", KEY_STYLE)
-    t.append(f"{explained.value:.10g}", "bold")
-    t.append("  parts sum to it ✓\n" if ok else f"  parts give {explained.total:.10g} ✗\n",
-             OK_STYLE if ok else BAD_STYLE)
-    if explained.receptive_field is not None:
-        r0, r1, c0, c1 = explained.receptive_field
-        t.append("receptive field ", KEY_STYLE)
-        t.append(f"{r1 - r0 + 1}x{c1 - c0 + 1}: x[{r0}:{r1 + 1}, {c0}:{c1 + 1}]\n")
+    t.append(f"{explained.step}[{','.join(map(str, explained.cell))}]", "bold cyan")
+    t.append(f" = {explained.value:.6g}\n", "bold")
     for line in explained.lines:
         t.append(line + "\n")
     for grid in explained.grids:

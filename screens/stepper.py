@@ -87,9 +87,11 @@ class StepperScreen(Screen):
                 tooltip=f"{UPDATE_STEP} step: apply the SGD step to the network"),
         Binding("z", "undo_update", "undo", show=False, id="undo_update",
                 tooltip=f"Undo the last applied {UPDATE_STEP} step"),
-        Binding("left,h,p", "step(-1)", "step", key_display="←", tooltip="Previous step",
+        Binding("p", "step_by(-1)", "Previous step", show=False, id="previous_step_p"),
+        Binding("n", "step_by(1)", "Next step", show=False, id="next_step_n"),
+        Binding("left,h", "step(-1)", "step", key_display="←", tooltip="Previous step",
                 id="previous_step", group=STEP_GROUP),
-        Binding("right,l,n", "step(1)", "step", key_display="→", tooltip="Next step",
+        Binding("right,l", "step(1)", "step", key_display="→", tooltip="Next step",
                 id="next_step", group=STEP_GROUP),
         Binding("home,g", "first", "First step", show=False, id="first_step"),
         Binding("end,G", "last", "Last step", show=False, id="last_step"),
@@ -257,13 +259,15 @@ class StepperScreen(Screen):
                          if im.row is not None else "", panes.KEY_STYLE)
             self._show(view, where, panes.cell_text(explained, side_w, cell_view.SMALL_GRID),
                        panes.im2col_text(im, step, view.legend))
-            self.scroll_to_row(1 + (im.row or 0) // 2)
+            self.query_one(TensorView).scroll_to_pixel(0, im.row or 0)
         else:
             view = cell_view.cell_view(step, trace, explained)
             where.append(cell_view.cell_name(step, self.cell), "bold cyan")
             where.append(f"  = {explained.value:.6g}  cell mode", panes.KEY_STYLE)
             self._show(view, where, panes.cell_text(explained, side_w, cell_view.SMALL_GRID),
                        panes.explain_text(step, view.legend))
+            row, _ = cell_view.tile_position(step, trace, self.cell)
+            self.query_one(TensorView).scroll_to_pixel(0, row)
         self.mark_current(step.index)
 
     def draw_update(self) -> None:
@@ -284,12 +288,6 @@ class StepperScreen(Screen):
 
     def im2col_ok(self, step: Step) -> bool:
         return step.kind == "conv" and (step.phase == "forward" or step.value.ndim == 4)
-
-    def scroll_to_row(self, line: int) -> None:
-        tv = self.query_one(TensorView)
-        height = tv.size.height
-        if height and not (tv.scroll_y <= line < tv.scroll_y + height):
-            tv.scroll_to(y=max(0, line - height // 2), animate=False)
 
     def set_explanation(self, text: Text) -> None:
         """The explanation pane grows to show all of its lines (up to EXPLAIN_MAX), so the
@@ -314,7 +312,7 @@ class StepperScreen(Screen):
                 f"{keys} shows one channel at full size")
 
     def on_tensor_view_resolution(self, event: TensorView.Resolution) -> None:
-        if self.view is not None:
+        if self.view is not None and self.cell is None and not self.at_update:
             self.query_one("#title", TextPane).set(panes.title(self.step, self.view,
                                                                event.reduction))
             self.set_explanation(panes.explain_text(self.step, self.legend(event.reduction)))
@@ -458,6 +456,10 @@ class StepperScreen(Screen):
             self.im2col = self.im2col and self.im2col_ok(
                 self.cnn.trace.steps[self.cnn.step_index + delta])
         self.cnn.go_to(self.cnn.step_index + delta)
+
+    def action_step_by(self, delta: int) -> None:
+        """n and p: a step in every mode (the arrows may move a cursor instead)."""
+        self.action_step(delta)
 
     def go_update(self) -> None:
         self.at_update = True

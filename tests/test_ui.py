@@ -60,7 +60,12 @@ async def test_step_through_all_25_steps_forward_and_back(seed_params):
             assert app.screen.query_one(StepList).current == i
             assert step.name in text_of(app, "#stats")
             await pilot.press("right")
-        assert app.step_index == 24  # stays on the last step
+        assert app.step_index == 24 and app.screen.at_update  # after dx: the SGD step
+        assert "W <- W - 0.01·dW" in text_of(app, "#title")
+        assert app.screen.query_one(StepList).current == 25
+        await pilot.press("right")
+        assert app.screen.at_update  # the last one
+        await pilot.press("left")
         for i in range(24, -1, -1):
             step = steps[i]
             assert f"step {i + 1}/25" in header(app)

@@ -134,6 +134,8 @@ async def test_every_step_of_an_overflowing_network_draws_and_flags_nan_inf(nan_
             assert app.step_index == i
             check_step(app)
             await pilot.press("right")
+        assert app.screen.at_update  # the SGD step after dx
+        await pilot.press("left")
         for i in range(len(steps) - 1, -1, -1):
             assert app.step_index == i
             check_step(app)

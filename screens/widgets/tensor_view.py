@@ -350,6 +350,17 @@ class TensorView(ScrollView, can_focus=False):
                 return index, row * k, col * k
         return None
 
+    def scroll_to_pixel(self, tile: int, row: int) -> None:
+        """Scroll (if need be) so that pixel row ``row`` of tile ``tile`` is on screen."""
+        self._rebuild()
+        for index, _x0, y0, scale, k in self.boxes:
+            if index == tile:
+                line = y0 + (row // k) * scale // 2
+                height = self.size.height
+                if height and not (self.scroll_y <= line < self.scroll_y + height):
+                    self.scroll_to(y=max(0, line - height // 2), animate=False)
+                return
+
     def on_click(self, event: events.Click) -> None:
         hit = self.pixel_at(event.x, event.y)
         if hit is not None:
