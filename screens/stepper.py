@@ -156,10 +156,10 @@ class StepperScreen(Screen):
     def redraw(self) -> None:
         """Show the current step of the current trace."""
         trace, step = self.cnn.trace, self.step
-        self.view = view = build_view(step, trace, shared=self.shared, channel=self.channel,
-                                      magnitude=self.magnitude)
-        self.channel = view.selected
         mode = self.cnn.color_mode
+        self.view = view = build_view(step, trace, shared=self.shared, channel=self.channel,
+                                      magnitude=self.magnitude, mode=mode)
+        self.channel = view.selected
         self.query_one("#header", TextPane).set(
             panes.header(trace, step, self.cnn.weights_desc, self.playing, self.first_bad))
         self.query_one("#title", TextPane).set(panes.title(step, view))
