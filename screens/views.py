@@ -190,17 +190,16 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
         if "argmax" in step.cache:
             pool = step.layer_object
             size, stride = pool.size, pool.stride
-            marked, rest = POOL_MARKS[mode]  # how this depth draws them
+            marked, rest = POOL_MARKS[mode]  # how this colour depth draws them
         if pool_forward:
             src_name, src = next(iter(step.inputs.items()))
             maps = source = np.asarray(src, dtype=np.float64)
             marks = untied_marks(step.cache["argmax"], source, size, stride)
-            legend = (f"{marked}: max of each {size}x{size} window (= {step.name}); {rest}; "
-                      "ties unmarked")
+            legend = f"{marked}: each {size}x{size} window's max; {rest}; ties unmarked"
             title = f"{src_name} -> {step.name}: where max-pool took its maxima"
         elif "argmax" in step.cache:
             marks = untied_marks(step.cache["argmax"], value, size, stride)
-            legend = f"{marked}: the argmax cells; the gradient flows only there; ties unmarked"
+            legend = f"{marked}: each window's argmax, the gradient flows only there"
             title = f"{what}: the gradient routed to each pooling window's argmax"
         for ch in range(maps.shape[0]):
             tiles.append(Tile(f"#{ch}" if maps.shape[0] > 1 else step.name, maps[ch], 0, 0,

@@ -146,7 +146,7 @@ async def test_forward_pool_marks_each_windows_argmax_on_the_input_map(seed_para
         # one mark glyph per pooling window is drawn (no colour: ▀/▄ says top or bottom pixel)
         tv = app.screen.query_one(TensorView)
         assert marked_cells(tv.text_lines) == step.value.size
-        assert "max of each 2x2 window" in text_of(app, "#explain")
+        assert "each 2x2 window's max" in text_of(app, "#explain")
 
 
 async def test_marks_sit_on_the_argmax_pixel(seed_params):
