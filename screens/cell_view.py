@@ -9,8 +9,8 @@ Layout only: every number comes from the trace or from ``cnntui.explain``.
 from __future__ import annotations
 
 import numpy as np
-from cnntui.explain import Explained, Im2col, Update
 
+from cnntui.explain import Explained, Im2col, Update
 from cnntui.trace import Step, Trace
 from screens.views import (
     MAX_BARS,
@@ -226,8 +226,9 @@ def im2col_view(trace: Trace, view: Im2col) -> View:
     _ranged(tiles, True)
     group = f", group {view.group} of {view.groups}" if view.groups > 1 else ""
     return View("tiles", f"im2col of {view.step}: {view.shape}{group}", True, 0.0, 1.0, False,
-                tiles=tiles, selected=0, legend="row i*W_out+j of cols is output cell (i, j)'s window, "
-                                    "flattened; bright: the cursor's row")
+                tiles=tiles, selected=0,
+                legend="row i*W_out+j of cols is output cell (i, j)'s window, flattened; "
+                       "bright: the cursor's row")
 
 
 def update_view(update: Update) -> View:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 
 import numpy as np
+from rich._palettes import STANDARD_PALETTE
 from rich.color import Color, ColorSystem
 from rich.style import Style
 
@@ -29,9 +30,26 @@ SEQUENTIAL_ANCHORS = [  # t = 0 .. 1 (inferno-like)
     (0.75, (245, 135, 40)), (1.0, (250, 245, 160)),
 ]
 
-# 16 colours: hand-picked ANSI indices, dark to bright.
-DIVERGING_16 = ["bright_cyan", "bright_blue", "blue", "black", "red", "bright_red", "bright_yellow"]
-SEQUENTIAL_16 = ["black", "blue", "magenta", "bright_red", "bright_yellow"]
+# 256 colours: xterm indices picked by hand from the 6x6x6 cube and the grey ramp (Rich's
+# nearest-colour downgrade of the ramp gave grey near zero, so the sign was lost, and olive
+# dims). Each level is paired with its dimmed colour: darker, of the same hue, and not itself a
+# level, so a dimmed pooling non-maximum never passes for a smaller value.
+DIVERGING_256 = [  # (level, dimmed); -1 .. 0 .. 1: sky blue, blue, navy, black, red, orange, amber
+    (117, 67), (39, 24), (32, 24), (25, 17), (18, 17), (233, 232),
+    (88, 52), (160, 52), (208, 130), (215, 137), (222, 136),
+]
+SEQUENTIAL_256 = [  # 0 .. 1 (inferno-like): black, purple, plum, crimson, salmon, orange, amber
+    (233, 232), (54, 53), (89, 53), (161, 88), (167, 52), (208, 130), (215, 137), (221, 136),
+    (229, 143),
+]
+
+# 16 colours: ANSI indices, dark to bright; negatives on the blue side, positives red to yellow.
+# Non-maxima of a pooling window are shaded (░ on black), not recoloured: 16 colours have no
+# darker twin of each level.
+DIVERGING_16 = [14, 12, 4, 0, 1, 9, 11]  # bright cyan, bright blue, blue, black, red, bright red,
+#                                          bright yellow
+SEQUENTIAL_16 = [0, 4, 5, 9, 11]  # black, blue, magenta, bright red, bright yellow
+DIM_GLYPH_16 = "░"
 
 # No colour: glyphs carry magnitude; negative and positive glyphs differ so the sign survives.
 NEGATIVE_GLYPHS = "·-=≡"  # small -> large magnitude
@@ -43,8 +61,10 @@ NAN_GLYPH, POSINF_GLYPH, NEGINF_GLYPH = "?", "▲", "▼"
 SPECIAL_NAMES = ("NaN", "+Inf", "-Inf")
 SPECIAL_GLYPHS = (NAN_GLYPH, POSINF_GLYPH, NEGINF_GLYPH)
 SPECIAL_RGB = ((40, 220, 70), (255, 70, 255), (0, 235, 235))  # green, magenta, cyan
-SPECIAL_16 = ("bright_green", "bright_magenta", "cyan")
-MARK_TOP, MARK_BOTTOM = "▀", "▄"  # a pooling window's argmax cell, without colour
+SPECIAL_16 = (10, 13, 6)  # bright green, bright magenta, cyan
+# How each depth shows a pooling window's maximum and the other cells (the legends' words).
+POOL_MARKS = {"truecolor": ("bright", "rest dimmed"), "256": ("bright", "rest dimmed"),
+              "16": ("solid", "rest shaded ░"), "none": ("underlined", "rest plain")}
 
 DIM = 0.3  # brightness kept by pixels that are not a pooling window's maximum
 
@@ -59,6 +79,14 @@ def detect_mode(env: dict[str, str] | None = None) -> str:
     if "256" in env.get("TERM", ""):
         return "256"
     return "16"
+
+
+def ansi16(index: int) -> Color:
+    """ANSI colour ``index`` (0-15) as the RGB that Rich downgrades to exactly that index.
+
+    Not a named colour: Textual turns named ANSI colours into its theme's RGB (Monokai) before
+    the console downgrades them, and there red and magenta, blue and bright blue coincide."""
+    return Color.from_triplet(STANDARD_PALETTE[index])
 
 
 def _ramp(anchors: list[tuple[float, tuple[int, int, int]]], ts: np.ndarray) -> np.ndarray:
@@ -85,6 +113,8 @@ class Palette:
     def n(self) -> int:
         if self.mode == "16":
             return len(DIVERGING_16 if self.diverging else SEQUENTIAL_16)
+        if self.mode == "256":
+            return len(DIVERGING_256 if self.diverging else SEQUENTIAL_256)
         if self.mode == "none":
             g = len(POSITIVE_GLYPHS)
             return 2 * g + 1 if self.diverging else g + 1
@@ -119,7 +149,7 @@ class Palette:
         if self.mode == "none":
             return Style(bold=True, reverse=True)
         if self.mode == "16":
-            return Style(bold=True, color="black", bgcolor=SPECIAL_16[k])
+            return Style(bold=True, color=ansi16(0), bgcolor=ansi16(SPECIAL_16[k]))
         color = Color.from_rgb(*SPECIAL_RGB[k])
         if self.mode == "256":
             color = color.downgrade(ColorSystem.EIGHT_BIT)
@@ -150,19 +180,16 @@ class Palette:
         n = self.n
         if self.mode == "none":
             return []
-        if self.mode == "16":
-            names = DIVERGING_16 if self.diverging else SEQUENTIAL_16
-            base = [Color.parse(c) for c in names]
-            dim = [Color.parse("black") if i == self.zero_level else Color.parse("bright_black")
-                   for i in range(n)]
-            return base + dim
+        if self.mode == "16":  # dimmed levels keep their colour; tile_cells shades them
+            base = [ansi16(i) for i in (DIVERGING_16 if self.diverging else SEQUENTIAL_16)]
+            return base + base
+        if self.mode == "256":
+            pairs = DIVERGING_256 if self.diverging else SEQUENTIAL_256
+            return [Color.from_ansi(p[k]) for k in (0, 1) for p in pairs]
         ts = np.linspace(-1, 1, n) if self.diverging else np.linspace(0, 1, n)
         rgb = _ramp(DIVERGING_ANCHORS if self.diverging else SEQUENTIAL_ANCHORS, ts)
         rgb = np.concatenate([rgb, rgb * DIM + 10 * (1 - DIM)])
-        out = [Color.from_rgb(*(int(round(c)) for c in row)) for row in rgb]
-        if self.mode == "256":
-            out = [c.downgrade(ColorSystem.EIGHT_BIT) for c in out]
-        return out
+        return [Color.from_rgb(*(int(round(c)) for c in row)) for row in rgb]
 
     def glyph(self, level: int) -> str:
         """The no-colour glyph for a level."""

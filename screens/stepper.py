@@ -200,10 +200,10 @@ class StepperScreen(Screen):
         if self.cell is not None:
             self.draw_cell()
             return
-        self.view = view = build_view(step, trace, shared=self.shared, channel=self.channel,
-                                      magnitude=self.magnitude)
-        self.channel = view.selected
         mode = self.cnn.color_mode
+        self.view = view = build_view(step, trace, shared=self.shared, channel=self.channel,
+                                      magnitude=self.magnitude, mode=mode)
+        self.channel = view.selected
         self.query_one("#header", TextPane).set(
             panes.header(trace, step, self.cnn.weights_desc, self.playing, self.first_bad))
         tensor_view = self.query_one(TensorView)

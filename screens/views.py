@@ -12,6 +12,7 @@ import numpy as np
 
 from cnntui.stats import nonfinite_counts, summarize
 from cnntui.trace import Step, Trace
+from screens.colors import POOL_MARKS
 
 MAX_BARS = 16  # 1-D tensors up to this length are drawn as labelled bars
 
@@ -62,6 +63,19 @@ def argmax_mask(argmax: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     mask = np.zeros((c, int(np.prod(shape[1:]))), dtype=bool)
     np.put_along_axis(mask, argmax.reshape(c, -1), True, axis=1)
     return mask.reshape(shape)
+
+
+def untied_marks(argmax: np.ndarray, maps: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """``argmax_mask`` without the windows whose values in ``maps`` are all equal (e.g. all 0):
+    their argmax is only the first cell of a tie, and a mark there would claim a maximum."""
+    c = maps.shape[0]
+    w = np.lib.stride_tricks.sliding_window_view(maps, (size, size), axis=(1, 2))
+    w = w[:, ::stride, ::stride]
+    untied = (w.max(axis=(-2, -1)) != w.min(axis=(-2, -1))).reshape(c, -1)  # NaN: untied
+    ch, k = np.nonzero(untied)
+    mask = np.zeros((c, int(np.prod(maps.shape[1:]))), dtype=bool)
+    mask[ch, argmax.reshape(c, -1)[ch, k]] = True
+    return mask.reshape(maps.shape)
 
 
 def flat_channels(trace: Trace) -> int:
@@ -125,8 +139,9 @@ def class_notes(trace: Trace, i: int) -> str:
 
 
 def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | None = None,
-               magnitude: bool = False) -> View:
-    """The picture of ``step``: which maps or bars to draw, their labels, ranges and marks."""
+               magnitude: bool = False, mode: str = "truecolor") -> View:
+    """The picture of ``step``: which maps or bars to draw, their labels, ranges and marks
+    (``mode``, the colour depth, words the legend of the marks)."""
     value = np.asarray(step.value, dtype=np.float64)
     magnitude = magnitude and step.phase == "backward"
     diverging = step.signed and not magnitude
@@ -172,16 +187,19 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
         maps = shown
         pool_forward = "argmax" in step.cache and step.phase == "forward"
         title = f"{what}: {value.shape[0]} channel(s) {value.shape[1]}x{value.shape[2]}"
+        if "argmax" in step.cache:
+            pool = step.layer_object
+            size, stride = pool.size, pool.stride
+            marked, rest = POOL_MARKS[mode]  # how this colour depth draws them
         if pool_forward:
             src_name, src = next(iter(step.inputs.items()))
             maps = source = np.asarray(src, dtype=np.float64)
-            marks = argmax_mask(step.cache["argmax"], source.shape)
-            legend = (f"bright: the max of each 2x2 window of {src_name} (the rest dimmed); "
-                      f"those maxima are {step.name}")
+            marks = untied_marks(step.cache["argmax"], source, size, stride)
+            legend = f"{marked}: each {size}x{size} window's max; {rest}; ties unmarked"
             title = f"{src_name} -> {step.name}: where max-pool took its maxima"
         elif "argmax" in step.cache:
-            marks = argmax_mask(step.cache["argmax"], value.shape)
-            legend = "bright: each window's argmax; the gradient flows only there"
+            marks = untied_marks(step.cache["argmax"], value, size, stride)
+            legend = f"{marked}: each window's argmax, the gradient flows only there"
             title = f"{what}: the gradient routed to each pooling window's argmax"
         for ch in range(maps.shape[0]):
             tiles.append(Tile(f"#{ch}" if maps.shape[0] > 1 else step.name, maps[ch], 0, 0,

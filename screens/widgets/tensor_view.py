@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from screens.colors import MARK_BOTTOM, MARK_TOP, SPECIAL_NAMES, Palette, palette
+from screens.colors import DIM_GLYPH_16, SPECIAL_NAMES, Palette, palette
 from screens.views import Tile, View
 
 HALF = "▀"
@@ -27,6 +27,7 @@ SCALES = (1, 2, 4, 6, 8)  # 1 or even: a text cell never mixes two different pix
 LABEL_STYLE = Style(bold=True)
 DIM_STYLE = Style(dim=True)
 PLAIN = Style()
+MARKED = Style(underline=True)  # a pooling window's maximum, without colour
 
 
 def scaled(tile: Tile, view: View) -> np.ndarray:
@@ -74,13 +75,19 @@ def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Se
         chosen = np.where(magnitude(top) >= magnitude(bottom), top, bottom)
         glyphs = np.array([pal.glyph(i) for i in range(base + 3)] + [" "])
         text = glyphs[np.where(chosen < 0, base + 3, chosen)]
+        # 0 plain, 1 NaN/Inf, 2 holds a window's maximum: underlined, its glyph kept
+        kind = np.where(chosen >= base, 1, 0)
         if marks is not None:
-            mt, mb = marks[0::2], marks[1::2]
-            special = chosen >= base
-            text = np.where(mt & ~special, MARK_TOP, np.where(mb & ~special, MARK_BOTTOM, text))
+            kind = np.where((marks[0::2] | marks[1::2]) & (kind == 0), 2, kind)
         for r in range(text.shape[0]):
-            rows.append(_glyph_runs(text[r], chosen[r] >= base, pal))
+            rows.append(_glyph_runs(text[r], kind[r], pal))
         return rows
+    if pal.mode == "16":  # a cell keeps its colours if it holds a maximum, else is shaded
+        n = pal.n
+        dim_t, dim_b = (top >= n) & (top < 2 * n), (bottom >= n) & (bottom < 2 * n)
+        keep = ~((dim_t | (top < 0)) & (dim_b | (bottom < 0)))
+        top = np.where(dim_t & keep, top - n, top)
+        bottom = np.where(dim_b & keep, bottom - n, bottom)
     for r in range(top.shape[0]):
         segs: list[Segment] = []
         t_row, b_row = top[r].tolist(), bottom[r].tolist()
@@ -97,15 +104,16 @@ def tile_cells(tile: Tile, view: View, pal: Palette, scale: int) -> list[list[Se
     return rows
 
 
-def _glyph_runs(text: np.ndarray, special: np.ndarray, pal: Palette) -> list[Segment]:
-    """One row of no-colour glyphs; the NaN/Inf ones in reverse video."""
+def _glyph_runs(text: np.ndarray, kind: np.ndarray, pal: Palette) -> list[Segment]:
+    """One row of no-colour glyphs; ``kind`` 1 (NaN/Inf) in reverse video, 2 (a window's
+    maximum) underlined."""
+    styles = (PLAIN, pal.special_style(pal.special_base), MARKED)
     segs: list[Segment] = []
     start = 0
-    flags = special.tolist()
+    flags = kind.tolist()
     for i in range(1, len(flags) + 1):
         if i == len(flags) or flags[i] != flags[start]:
-            style = pal.special_style(pal.special_base) if flags[start] else PLAIN
-            segs.append(Segment("".join(text[start:i]), style))
+            segs.append(Segment("".join(text[start:i]), styles[flags[start]]))
             start = i
     return segs
 
@@ -118,6 +126,11 @@ def _cell_run(pal: Palette, key: tuple[int, int], n: int) -> Segment:
         return Segment(pal.glyph(level) * n, pal.special_style(level))
     if top < 0 and bottom < 0:
         return Segment(" " * n, PLAIN)
+    if pal.mode == "16" and max(top, bottom) >= pal.n:  # dimmed: the brighter pixel's colour
+        # shaded over black
+        level = max((lv for lv in key if lv >= 0), key=lambda lv: abs(lv - pal.n - pal.zero_level))
+        return Segment(DIM_GLYPH_16 * n, Style(color=pal.colors[level],
+                                                bgcolor=pal.colors[pal.zero_level]))
     if top < 0:
         return Segment("▄" * n, Style(color=pal.colors[bottom]))
     return Segment(HALF * n, pal.cell_style(top, bottom))
