@@ -58,7 +58,7 @@ async def test_pooling_legend_and_gradient_norms_are_reachable_at_80x24():
         assert len(explain.text.wrap(app.console, explain.size.width)) <= explain.size.height
         assert "full size" in explain.plain  # at 1/2 size: how to see the maxima
         await pilot.press("1")
-        assert "max of each 2x2 window" in explain.plain
+        assert "each 2x2 window's max" in explain.plain
         assert len(explain.text.wrap(app.console, explain.size.width)) <= explain.size.height
         # dz2's 8 channel norms: in the side pane, the last one within J's reach
         app.go_to(app.trace.position("dz2"))
