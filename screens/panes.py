@@ -285,11 +285,14 @@ def grid_text(grid, width: int) -> Text:
     """A small grid of numbers (a window, a kernel, the products), its marked cells bold."""
     t = Text()
     t.append(grid.label + "\n", KEY_STYLE)
-    cols = grid.data.shape[1]
-    cell_w = max(6, min(9, (width - 1) // max(cols, 1)))
-    for r, row in enumerate(grid.data):
+    data, marks = grid.data, grid.marks
+    if data.shape[0] == 1 and data.shape[1] * 7 > width:  # a long row: one number per line
+        data, marks = data.T, None if marks is None else marks.T
+    cols = data.shape[1]
+    cell_w = max(7, min(10, width // max(cols, 1)))
+    for r, row in enumerate(data):
         for c, x in enumerate(row):
-            marked = grid.marks is not None and grid.marks[r, c]
+            marked = marks is not None and marks[r, c]
             text = " " + f"{num(float(x)):>{cell_w - 1}}"[-(cell_w - 1):]
             t.append(text, (BAD_STYLE if not np.isfinite(x) else "bold underline" if marked
                             else ""))

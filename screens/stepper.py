@@ -83,9 +83,9 @@ class StepperScreen(Screen):
                         "(or click a cell)"),
         Binding("m", "im2col", "im2col", show=False, id="im2col",
                 tooltip="Conv steps: the lesson's im2col, cols @ W = out, the cursor's row lit"),
-        Binding("u", "apply_update", "apply", show=False, id="apply_update",
+        Binding("u", "apply_update", "apply", id="apply_update",
                 tooltip=f"{UPDATE_STEP} step: apply the SGD step to the network"),
-        Binding("z", "undo_update", "undo", show=False, id="undo_update",
+        Binding("z", "undo_update", "undo", id="undo_update",
                 tooltip=f"Undo the last applied {UPDATE_STEP} step"),
         Binding("p", "step_by(-1)", "Previous step", show=False, id="previous_step_p"),
         Binding("n", "step_by(1)", "Next step", show=False, id="next_step_n"),
@@ -434,10 +434,10 @@ class StepperScreen(Screen):
             return cell or self.show_values
         if action == "im2col":
             return True if cell and self.im2col_ok(self.step) else None
-        if action in ("apply_update",):
+        if action == "apply_update":
             return self.at_update
         if action == "undo_update":
-            return bool(self.undo)
+            return bool(self.undo) and self.at_update
         if action == "cell_mode":
             return not cell and not self.at_update
         return True
@@ -507,6 +507,7 @@ class StepperScreen(Screen):
         update = self.update
         self.undo.append((self.cnn.params, self.cnn.weights_desc))
         self.cnn.set_weights(update.params_after, update.trace_after.weights)
+        self.go_update()  # the next step from the new weights: u again takes it
         self.notify(f"applied: loss {panes.num(update.loss_before)} -> "
                     f"{panes.num(update.loss_after)} for digit #{self.cnn.index}; z undoes it",
                     timeout=4)
@@ -516,6 +517,7 @@ class StepperScreen(Screen):
             return
         params, desc = self.undo.pop()
         self.cnn.set_weights(params, desc)
+        self.go_update()
         self.notify(f"undone: back to {desc} weights", timeout=3)
 
     def action_first(self) -> None:
