@@ -12,6 +12,7 @@ import numpy as np
 
 from cnntui.explain import Explained, Im2col, Update
 from cnntui.trace import Step, Trace
+from screens.colors import POOL_MARKS
 from screens.views import (
     MAX_BARS,
     Bar,
@@ -205,30 +206,52 @@ def cell_view(step: Step, trace: Trace, explained: Explained) -> View:
                        "each picture on its own scale", selected=channel_of(step, cell) or 0)
 
 
-def im2col_view(trace: Trace, view: Im2col) -> View:
-    """The lesson's im2col made visible: cols @ weights (+ bias) = the output, one row of cols
-    per output cell, the cursor's row bright."""
-    marks = None
+def side_by_side(blocks: list[tuple[np.ndarray, np.ndarray | None]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-D blocks in one picture, left to right with a gap column between them, top-aligned,
+    each scaled by its own largest |value| (so that each reads on the same colour scale);
+    returns the picture, its marks and its gap mask."""
+    height = max(a.shape[0] for a, _ in blocks)
+    width = sum(a.shape[1] for a, _ in blocks) + len(blocks) - 1
+    data = np.full((height, width), np.nan)
+    marks = np.zeros((height, width), dtype=bool)
+    gap = np.ones((height, width), dtype=bool)
+    x = 0
+    for a, m in blocks:
+        h, w = a.shape
+        top = np.abs(a[np.isfinite(a)]).max(initial=0.0)
+        data[:h, x:x + w] = a / top if top > 0 else a
+        gap[:h, x:x + w] = False
+        if m is not None:
+            marks[:h, x:x + w] = m
+        x += w + 1
+    return data, marks, gap
+
+
+def im2col_view(trace: Trace, view: Im2col, mode: str = "truecolor") -> View:
+    """The lesson's im2col made visible: cols @ W (+ b) = out side by side, one row of cols
+    and of out per output cell, the cursor's row lit, and the filter's column of W."""
+    rows = np.zeros(view.cols.shape[0], dtype=bool)
     if view.row is not None:
-        marks = np.zeros(view.cols.shape, dtype=bool)
-        marks[view.row] = True
-    wmarks = None
-    if view.column is not None:
-        wmarks = np.zeros(view.weights.shape, dtype=bool)
+        rows[view.row] = True
+    wmarks = np.zeros(view.weights.shape, dtype=bool)
+    if view.column is not None and view.row is not None:
         wmarks[:, view.column] = True
     # the traced output of the group's filters, one column per filter, as the product gives it
     value = np.asarray(trace[view.step].value, dtype=np.float64)
     out = value[list(view.filters)].reshape(len(view.filters), -1).T
-    tiles = [Tile(f"cols {view.cols.shape}", view.cols, 0, 0, marks),
-             Tile(f"W {view.weights.shape}", view.weights, 0, 0, wmarks),
-             Tile(f"= out {out.shape}", out, 0, 0, marks if marks is None else
-                  np.broadcast_to(marks[:, :1], out.shape).copy())]
-    _ranged(tiles, True)
+    data, marks, gap = side_by_side([
+        (view.cols, np.repeat(rows[:, None], view.cols.shape[1], axis=1)),
+        (view.weights, wmarks),
+        (out, np.repeat(rows[:, None], out.shape[1], axis=1))])
+    label = f"cols {view.cols.shape} | W {view.weights.shape} | out {out.shape}"
+    tiles = [Tile(label, data, -1.0, 1.0, marks if marks.any() else None, gap=gap)]
     group = f", group {view.group} of {view.groups}" if view.groups > 1 else ""
-    return View("tiles", f"im2col of {view.step}: {view.shape}{group}", True, 0.0, 1.0, False,
+    return View("tiles", f"im2col of {view.step}: {view.shape}{group}", True, -1.0, 1.0, False,
                 tiles=tiles, selected=0,
-                legend="row i*W_out+j of cols is output cell (i, j)'s window, flattened; "
-                       "bright: the cursor's row")
+                legend=f"row i*W_out+j of cols is output cell (i, j)'s window, flattened; "
+                       f"{POOL_MARKS[mode][0]}: the cursor's row and its filter's column of W; "
+                       "each block scaled to its own largest |value|")
 
 
 def update_view(update: Update) -> View:

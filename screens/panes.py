@@ -42,16 +42,21 @@ def step_flags(step: Step) -> list[str]:
 
 
 def header(trace: Trace, step: Step, weights: str, playing: bool = False,
-           first_bad: Step | None = None) -> Text:
-    """``first_bad``: the first step of the pass whose tensor has a NaN or an Inf, if any."""
+           first_bad: Step | None = None, update: bool = False) -> Text:
+    """``first_bad``: the first step of the pass whose tensor has a NaN or an Inf, if any;
+    ``update``: on the SGD step after the last one."""
     n = len(trace.steps)
     right = trace.prediction == trace.label
     t = Text(no_wrap=True, overflow="ellipsis")
     # most important first: at 80 columns the end is what gets cut
     t.append(" cnntui ", "bold reverse")
-    t.append(f" step {step.index + 1}/{n} {step.phase}", "bold")
-    t.append(f" {step.name}")
-    flags = step_flags(step)
+    if update:
+        t.append(" after the pass: update", "bold")
+        t.append(" SGD")
+    else:
+        t.append(f" step {step.index + 1}/{n} {step.phase}", "bold")
+        t.append(f" {step.name}")
+    flags = [] if update else step_flags(step)
     if flags:
         t.append(" " + " ".join(flags), BAD_STYLE)
     elif first_bad is not None:
@@ -324,9 +329,12 @@ def update_text(update, width: int) -> Text:
     t.append(f"lr {update.lr:g}\n", "bold cyan")
     t.append("|lr·dW|/|W| (≈1e-3 healthy)\n", KEY_STYLE)
     for name, ratio in update.ratios.items():
+        t.append(f"  {name:<5}", KEY_STYLE)
+        if not np.any(update.params_before[name]):
+            t.append(f"n/a: {name} = 0\n", KEY_STYLE)  # a zero bias: no ratio to take
+            continue
         style = OK_STYLE if 1e-5 <= ratio <= 1e-2 else \
             WARN_STYLE if np.isfinite(ratio) else BAD_STYLE
-        t.append(f"  {name:<5}", KEY_STYLE)
         t.append(f"{num(ratio)}\n", style)
     t.append("loss ", KEY_STYLE)
     t.append(f"{num(update.loss_before)} -> {num(update.loss_after)}\n",
@@ -340,7 +348,7 @@ def update_text(update, width: int) -> Text:
     for k, (a, b) in enumerate(zip(update.probs_before, update.probs_after, strict=True)):
         mark = "◀" if k == label else " "
         t.append(f"{k:>3}{mark} {a:7.4f} {b:7.4f}", "bold" if k == label else "")
-        t.append(f" {b - a:+.1e}\n", KEY_STYLE)
+        t.append(f" {b - a:+.1e}\n" if width >= 27 else "\n", KEY_STYLE)
     t.rstrip()
     return t
 

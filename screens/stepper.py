@@ -234,7 +234,8 @@ class StepperScreen(Screen):
         mode = self.cnn.color_mode
         trace = self.cnn.trace
         self.query_one("#header", TextPane).set(
-            panes.header(trace, self.step, self.cnn.weights_desc, self.playing, self.first_bad))
+            panes.header(trace, self.step, self.cnn.weights_desc, self.playing, self.first_bad,
+                         update=self.at_update))
         self.query_one(TensorView).show(view, mode)
         self.query_one("#title", TextPane).set(title)
         width = self.query_one("#center").size.width or 60
@@ -278,7 +279,7 @@ class StepperScreen(Screen):
         view = cell_view.update_view(update)
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append("update  ", "bold")
-        title.append(f"W <- W - {update.lr:g}·dW", "bold cyan")
+        title.append(f"W <- W - {update.lr:g}·dW  ", "bold cyan")
         title.append("  u: apply it to the network" + ("  z: undo" if self.undo else ""),
                      panes.KEY_STYLE)
         side_w = (self.query_one("#side").size.width or 28) - 2

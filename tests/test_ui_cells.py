@@ -151,12 +151,22 @@ async def test_im2col_shows_cols_weights_and_the_cursor_row(key):
         await pilot.press("c", "down", "right", "m")
         cell = app.screen.cell
         im = explain.im2col_view(app.trace, conv.name, cell)
-        cols, weights, out = app.screen.view.tiles
-        assert np.array_equal(cols.data, im.cols) and np.array_equal(weights.data, im.weights)
-        assert marked(cols) == {(im.row, j) for j in range(im.cols.shape[1])}
-        assert im.row == cell[1] * conv.value.shape[2] + cell[2]
+        (tile,) = app.screen.view.tiles  # cols | W | out, side by side
+        n, k = im.cols.shape
+        f = im.weights.shape[1]
+        cols = tile.data[:n, :k]
+        weights = tile.data[:k, k + 1:k + 1 + f]
+        out = tile.data[:n, k + 2 + f:k + 2 + 2 * f]
+        scaled = lambda a: a / np.abs(a).max()  # noqa: E731  each block on its own scale
+        assert np.allclose(cols, scaled(im.cols), rtol=1e-12)
+        assert np.allclose(weights, scaled(im.weights), rtol=1e-12)
         # the picture's product is the traced output (cols @ W + b, by rows)
-        assert np.allclose(out.data, im.cols @ im.weights + im.bias, rtol=1e-12, atol=1e-12)
+        assert np.allclose(out, scaled(im.cols @ im.weights + im.bias), rtol=1e-9, atol=1e-12)
+        assert tile.gap[:, k].all() and tile.gap[k:, k + 1:k + 1 + f].all()
+        assert im.row == cell[1] * conv.value.shape[2] + cell[2]
+        lit = {(r, c) for r, c in marked(tile)}
+        assert {(im.row, j) for j in range(k)} <= lit
+        assert {(r, k + 1 + im.column) for r in range(k)} <= lit
         assert im.shape in app.screen.query_one("#title", TextPane).plain
         await pilot.press("escape")
         assert not app.screen.im2col and app.screen.cell == cell

@@ -20,6 +20,11 @@ SCREENS = {
     "conv2_forward": ["right"] * 4,  # z2
     "pool_step": ["right"] * 3,  # p1: argmax marks on a1
     "backward_gradients": ["end"] + ["left"] * 7,  # dW2: filters, norms, update ratio
+    # cell mode: z2[0,2,2] with its windows on p1 and its receptive field on x
+    "cell_conv": ["right"] * 4 + ["c", "down", "down", "right", "right"],
+    "cell_backward": ["end"] + ["left"] * 7 + ["c", "right", "down"],  # dW2[0,0,1,1]
+    "im2col": ["right"] * 4 + ["c", "down", "down", "right", "right", "m"],
+    "update_step": ["end", "right"],  # the SGD step after dx
     "picker": ["d"],
     "help": ["question_mark"],
 }
