@@ -305,7 +305,9 @@ class CnnApp(App[int]):
             self.screen.dismiss(None)
             return
         self.push_screen(HelpScreen([
-            ("Stepper", StepperScreen.BINDINGS),
+            # stepping first: the cell-mode arrows come first only to win the keys in cell mode
+            ("Stepper", sorted(StepperScreen.BINDINGS,
+                               key=lambda b: b.action.startswith("move"))),
             ("Training (t)", TrainingScreen.BINDINGS),
             ("Save dialog (w)", SaveWeightsScreen.BINDINGS),
             ("Everywhere", [*CnnApp.BINDINGS,

@@ -191,8 +191,12 @@ def cell_view(step: Step, trace: Trace, explained: Explained) -> View:
         return View("bars", title, step.signed, lo, hi, True, bars=bars)
     tiles = [_own_tile(step, trace, cell)]
     tiles += _region_tiles(trace, explained)
-    tiles += [Tile(g.label, np.asarray(g.data, dtype=np.float64), 0, 0, g.marks)
-              for g in explained.grids if g.data.size > SMALL_GRID]
+    for g in explained.grids:  # the large ones, unless a picture above already shows them
+        data = np.asarray(g.data, dtype=np.float64)
+        if g.data.size > SMALL_GRID and not any(
+                t.data.shape == data.shape and np.array_equal(t.data, data, equal_nan=True)
+                for t in tiles):
+            tiles.append(Tile(g.label, data, 0, 0, g.marks))
     if explained.effective_rf is not None:
         r0, r1, c0, c1 = explained.receptive_field
         marks = np.zeros(explained.effective_rf.shape, dtype=bool)
