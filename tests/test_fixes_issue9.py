@@ -4,6 +4,14 @@ screenshots on every screen and in every colour mode, and the digit the debugger
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,3 +63,90 @@ def test_weights_seed_still_gives_the_lessons_numbers(capsys):
     np.testing.assert_allclose(doc["probs"], probs, rtol=0, atol=1e-12)
     assert doc["prediction"] == int(np.argmax(probs)) == 3  # the lesson's untrained guess
     assert doc["loss"] == pytest.approx(float(-np.log(probs[label] + 1e-15)), abs=1e-12)
+
+
+# ---- 2, 3. what ``cnntui train`` prints and saves -----------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="120")
+    return subprocess.run([sys.executable, "-m", "cnntui", "train", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def _misclassified(stdout: str) -> list[tuple[int, int, int]]:
+    line = next(x for x in stdout.splitlines() if x.startswith("misclassified test digits"))
+    return [tuple(map(int, m)) for m in re.findall(r"#(\d+) \((\d)->(\d)\)", line)]
+
+
+def test_train_out_prints_a_command_that_opens_the_trained_weights(tmp_path):
+    out = tmp_path / "my run" / "w"  # a space, and .npz added
+    out.parent.mkdir()
+    r = train("--epochs", "1", "--train-limit", "64", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    saved = out.with_suffix(".npz")
+    assert saved.is_file()
+    assert "cnntui --index N" not in r.stdout
+    line = next(x for x in r.stdout.splitlines() if "open one with" in x)
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[:3] == ["cnntui", "--weights", str(saved)] and command[-2:] == ["--index", "N"]
+    # the digits listed are misclassified by exactly those weights
+    index, label, predicted = _misclassified(r.stdout)[0]
+    args = cli.build_parser().parse_args([*command[1:-1], str(index)])
+    params, _ = model.weights_from(args.weights, model.architecture_of(args.weights))
+    x, y = load_digits().get(index)
+    probs = model.predict(model.SIMPLE_CNN, params, x[None])[0]
+    assert (y, int(probs.argmax())) == (label, predicted) and label != predicted
+
+
+def test_train_without_out_says_the_weights_were_not_saved(tmp_path):
+    r = train("--epochs", "1", "--train-limit", "64", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _misclassified(r.stdout)
+    assert "cnntui --index N" not in r.stdout and "open one with these weights" not in r.stdout
+    assert "these weights were not saved" in r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_reports_the_weights_that_were_saved(tmp_path, as_json):
+    out = tmp_path / "stopped.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnntui", "train", "--epochs", "200", "--out", str(out),
+         *(["--json"] if as_json else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(os.environ, COLUMNS="120"))
+    progress = proc.stderr if as_json else proc.stdout
+    try:
+        for line in progress:
+            if line.strip().startswith("2/200"):  # two epochs done, the third under way
+                break
+        time.sleep(0.3)  # some batches of the third epoch: the weights are not epoch 2's
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    params, meta = model.load_weights(out)
+    epoch = int(meta["epoch"])
+    assert epoch >= 2
+    digits = load_digits()
+    test = digits.test_idx
+    predicted = model.predict(model.SIMPLE_CNN, params, digits.images[test]).argmax(axis=1)
+    correct = int(np.sum(predicted == digits.labels[test]))
+    wrong = sorted(int(i) for i in test[predicted != digits.labels[test]])
+    if as_json:
+        doc = json.loads(stdout)
+        assert doc["test_accuracy"] == pytest.approx(correct / len(test), abs=1e-12)
+        assert sorted(doc["misclassified"]) == wrong
+        assert doc["saved"] == str(out) and doc["saved_epoch"] == epoch
+    else:
+        words = " ".join(stdout.split())  # the table's title wraps
+        assert f"test accuracy {correct / len(test):.2%} ({correct}/{len(test)}), the saved " \
+               f"weights of epoch {epoch}" in words
+        assert f"the last complete epoch, {epoch}" in stdout
+        listed = _misclassified(stdout)
+        assert len(listed) == min(24, len(wrong)) and {i for i, _, _ in listed} <= set(wrong)
