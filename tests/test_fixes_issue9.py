@@ -150,3 +150,82 @@ def test_ctrl_c_reports_the_weights_that_were_saved(tmp_path, as_json):
         assert f"the last complete epoch, {epoch}" in stdout
         listed = _misclassified(stdout)
         assert len(listed) == min(24, len(wrong)) and {i for i, _, _ in listed} <= set(wrong)
+
+
+# ---- 4. the save dialog --------------------------------------------------------------------
+
+UI_SIZE = (100, 30)
+
+
+def _training_app(tmp_path, **kw):
+    from pilot_helpers import make_app
+
+    from cnntui.training import TrainConfig, Trainer
+
+    digits = load_digits()
+
+    def trainer(params=None) -> Trainer:  # noqa: ANN001
+        return Trainer(TrainConfig(epochs=1, batch_size=32), params=params, digits=digits,
+                       train_idx=digits.train_idx[:64], test_idx=digits.test_idx[:60])
+
+    params, desc = model.weights_from(model.PRETRAINED)
+    kw.setdefault("index", 0)
+    return make_app(params, desc, trainer_factory=trainer, screenshot_dir=tmp_path, **kw)
+
+
+async def _save_as(pilot, text: str) -> None:
+    from textual.widgets import Input
+
+    from screens.training import SaveWeightsScreen
+
+    await pilot.press("w")
+    assert isinstance(pilot.app.screen, SaveWeightsScreen)
+    pilot.app.screen.query_one(Input).value = text
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+def _errors(app) -> list[str]:
+    return [n.message for n in app._notifications if n.severity == "error"]
+
+
+async def test_save_dialog_given_a_folder_saves_the_default_name_inside_it(tmp_path,
+                                                                          monkeypatch):
+    from screens.training import DEFAULT_SAVE_PATH, TrainingScreen
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    app = _training_app(tmp_path)
+    async with app.run_test(size=UI_SIZE) as pilot:
+        await pilot.press("t")
+        await _save_as(pilot, str(folder))
+        assert isinstance(app.screen, TrainingScreen) and not _errors(app)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no runs.npz beside it
+        saved = folder / DEFAULT_SAVE_PATH
+        params, _ = model.load_weights(saved)
+        for k, v in app.screen.trainer.params("float64").items():
+            np.testing.assert_array_equal(params[k], v)
+        assert str(saved) in list(app._notifications)[-1].message
+        # the same with a trailing slash, and the next dialog offers the file it saved
+        saved.unlink()
+        await _save_as(pilot, f"{folder}/")
+        assert saved.is_file() and app.screen.save_path == str(saved)
+
+
+@pytest.mark.parametrize("typed", ["nope/w.npz", "nope/deeper/w", "nope/"])
+async def test_save_dialog_refuses_a_missing_folder_and_creates_nothing(tmp_path, monkeypatch,
+                                                                       typed):
+    from screens.training import SaveWeightsScreen
+
+    monkeypatch.chdir(tmp_path)
+    app = _training_app(tmp_path)
+    async with app.run_test(size=UI_SIZE) as pilot:
+        await pilot.press("t")
+        await _save_as(pilot, typed)
+        assert isinstance(app.screen, SaveWeightsScreen)  # still open, to correct the path
+        errors = _errors(app)
+        assert errors == ["the folder nope does not exist; create it first or type another path"]
+        assert list(tmp_path.iterdir()) == []
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SaveWeightsScreen)
