@@ -229,3 +229,135 @@ async def test_save_dialog_refuses_a_missing_folder_and_creates_nothing(tmp_path
         assert list(tmp_path.iterdir()) == []
         await pilot.press("escape")
         assert not isinstance(app.screen, SaveWeightsScreen)
+
+
+# ---- 5, 6. screenshots from every screen and from the palette ------------------------------
+
+
+def _svgs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.svg"))
+
+
+def _svg_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8").replace("&#160;", " ")
+
+
+@pytest.mark.parametrize("keys, screen, shown", [
+    (["question_mark"], "HelpScreen", "cnntui help"),
+    (["d"], "PickerScreen", "Enter"),
+    (["t", "w"], "SaveWeightsScreen", "save the weights"),
+    (["t"], "TrainingScreen", "cnntui training"),
+    (["i"], "SummaryScreen", "MACs"),
+    ([], "StepperScreen", "digit #0"),
+])
+async def test_ctrl_s_saves_a_screenshot_on_every_screen(tmp_path, keys, screen, shown):
+    app = _training_app(tmp_path)
+    async with app.run_test(size=UI_SIZE) as pilot:
+        await pilot.press(*keys)
+        await pilot.pause()
+        assert type(app.screen).__name__ == screen
+        assert _svgs(tmp_path) == []
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        files = _svgs(tmp_path)
+        assert len(files) == 1, f"ctrl+s saved nothing on the {screen}"
+        assert shown in _svg_text(files[0])  # that screen, not the one under it
+        assert type(app.screen).__name__ == screen  # and it is still open
+        assert any(str(files[0]) in str(n.message) for n in app._notifications)
+        await pilot.press("ctrl+s")  # a second one in the same second gets its own name
+        await pilot.pause()
+        assert len(_svgs(tmp_path)) == 2
+
+
+async def test_palette_screenshot_saves_where_ctrl_s_does(tmp_path, monkeypatch):
+    home = tmp_path / "home"  # no Downloads folder in it
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(home / "Downloads"))
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    app = _training_app(shots)
+    async with app.run_test(size=UI_SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Screenshot")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if _svgs(shots):
+                break
+        files = _svgs(shots)
+        assert len(files) == 1 and "digit #0" in _svg_text(files[0])
+        assert "Search for commands" not in _svg_text(files[0])  # the palette had closed
+        assert not [n for n in app._notifications if n.severity == "error"]
+        assert list(home.iterdir()) == []
+
+
+async def test_screenshot_into_a_missing_folder_goes_to_the_temp_folder_and_says_so(
+        tmp_path, monkeypatch):
+    import tempfile
+
+    gone, temp = tmp_path / "gone", tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    app = _training_app(gone)
+    async with app.run_test(size=UI_SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        files = _svgs(temp)
+        assert len(files) == 1 and not gone.exists()
+        assert sorted(p.name for p in temp.iterdir()) == [files[0].name]  # no temp file left
+        message = list(app._notifications)[-1].message
+        assert message == f"screenshot saved to {files[0]} ({gone} does not exist)"
+
+
+# ---- 7. a screenshot leaves the terminal's colour system alone -----------------------------
+
+LEAK_SCRIPT = """
+import asyncio, json, re, sys
+from cnntui import model
+from screens.app import CnnApp
+
+async def main(color):
+    params, desc = model.weights_from("pretrained")
+    app = CnnApp(params, desc, index=0, color=color, reference="off", predictions="sync",
+                 screenshot_dir=sys.argv[1])
+    counts = {}
+    async with app.run_test(size=(100, 30)) as pilot:
+        def drawn():  # what the driver writes for a full repaint
+            update = app.screen._compositor.render_update(full=True)
+            return update.render_segments(app.console)
+        def count(text):
+            return {"24-bit": len(re.findall(r"\\x1b\\[[0-9;]*[34]8;2;", text)),
+                    "256": len(re.findall(r"\\x1b\\[[0-9;]*[34]8;5;", text)),
+                    "sgr": text.count("\\x1b[")}
+        await pilot.pause()
+        counts["before"] = count(drawn())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("right")  # a new step: new strips
+        await pilot.pause()
+        counts["after"] = count(drawn())
+        counts["system"] = app.console.color_system
+    print(json.dumps(counts))
+
+asyncio.run(main(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("color, system", [("256", "256"), ("16", "standard")])
+def test_a_screenshot_does_not_leak_24_bit_colour_into_the_terminal(tmp_path, color, system):
+    # its own process: Rich caches a Style's codes in the Style, and other tests' apps share them
+    r = subprocess.run([sys.executable, "-c", LEAK_SCRIPT, str(tmp_path), color],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout.splitlines()[-1])
+    assert len(_svgs(tmp_path)) == 1
+    assert counts["system"] == system
+    for when in ("before", "after"):
+        assert counts[when]["sgr"] > 100  # it draws in colour
+        assert counts[when]["24-bit"] == 0, f"24-bit colour codes {when} the screenshot"
+        if color == "16":
+            assert counts[when]["256"] == 0
+        else:
+            assert counts[when]["256"] > 0
