@@ -76,7 +76,7 @@ class CnnApp(App[int]):
                  index: int = 0, color: str = "auto", reference: str = "thread",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
                  trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None,
-                 arch: model.Architecture = model.SIMPLE_CNN):
+                 arch: model.Architecture = model.SIMPLE_CNN, notice: str | None = None):
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
         self.color_mode = detect_mode() if color == "auto" else color
@@ -101,6 +101,7 @@ class CnnApp(App[int]):
         self.confidences: np.ndarray | None = None
         self._predicting = False
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
+        self.notice = notice  # told once the app is up (why this digit, say)
         self.stepper = StepperScreen()
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
@@ -117,6 +118,8 @@ class CnnApp(App[int]):
         return self.stepper
 
     def on_mount(self) -> None:
+        if self.notice:
+            self.notify(self.notice, timeout=10)
         if self.reference_mode == "thread":
             self.call_after_refresh(self._start_reference)  # after the first paint
 
@@ -390,8 +393,13 @@ def run_app(args: argparse.Namespace) -> int:
     spec = args.weights or model.PRETRAINED
     arch = model.architecture_of(spec, getattr(args, "arch", None))
     params, desc = model.weights_from(spec, arch)
-    load_digits().get(args.index)
-    app = CnnApp(params, desc, index=args.index, color=getattr(args, "color", "auto"),
-                 arch=arch)
+    index, notice = getattr(args, "index", None), None
+    if index is None:  # a digit whose backward pass shows something, not one at 100%
+        index, confidence = model.least_sure_test_digit(arch, params)
+        notice = (f"digit #{index}: the test digit the network is least sure about (its "
+                  f"prediction at {confidence:.0%}); --index N opens another")
+    load_digits().get(index)
+    app = CnnApp(params, desc, index=index, color=getattr(args, "color", "auto"),
+                 arch=arch, notice=notice)
     result = app.run()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code)

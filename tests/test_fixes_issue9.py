@@ -361,3 +361,78 @@ def test_a_screenshot_does_not_leak_24_bit_colour_into_the_terminal(tmp_path, co
             assert counts[when]["256"] == 0
         else:
             assert counts[when]["256"] > 0
+
+
+# ---- 8. the digit the debugger opens on ----------------------------------------------------
+
+
+def _sklearn_test_split() -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    labels = load_digits().labels
+    _, test = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels,
+                               random_state=0)
+    return test
+
+
+def test_the_split_without_scikit_learn_is_scikit_learns():
+    from cnntui.data import stratified_test_indices
+
+    digits = load_digits()
+    ours = stratified_test_indices(digits.labels)
+    assert len(ours) == 360
+    np.testing.assert_array_equal(ours, np.sort(_sklearn_test_split()))
+    np.testing.assert_array_equal(ours, np.sort(digits.test_idx))
+
+
+@pytest.mark.parametrize("arch_key, weights", [("simple", "pretrained"), ("simple", "seed"),
+                                               ("strided", "pretrained")])
+def test_least_sure_test_digit_is_the_argmin_of_the_predicted_class_probability(arch_key,
+                                                                                weights):
+    import torch
+
+    from cnntui.reference import torch_logits
+
+    arch = model.ARCHITECTURES[arch_key]
+    params, _ = model.weights_from(weights, arch)
+    index, confidence = model.least_sure_test_digit(arch, params)
+    # independently: scikit-learn's split, PyTorch's forward pass
+    test = _sklearn_test_split()
+    x = torch.tensor(load_digits().images[test])
+    with torch.no_grad():
+        logits = torch_logits(arch, {k: torch.tensor(v) for k, v in params.items()}, x)
+    top = torch.softmax(logits, dim=1).max(dim=1).values.numpy()
+    assert index == int(test[np.argmin(top)])
+    assert confidence == pytest.approx(float(top.min()), abs=1e-9)
+    assert index in set(test.tolist()) and np.all(top >= confidence - 1e-9)
+    assert confidence < 0.9  # a backward pass worth seeing, unlike digit 0's
+
+
+def test_least_sure_test_digit_breaks_ties_by_the_lower_index():
+    zeros = {k: np.zeros(v) for k, v in model.SIMPLE_CNN.param_shapes.items()}
+    index, confidence = model.least_sure_test_digit(model.SIMPLE_CNN, zeros)  # 0.1 for all
+    assert index == int(_sklearn_test_split().min()) and confidence == pytest.approx(0.1)
+
+
+async def test_the_debugger_without_index_opens_on_the_least_sure_digit(monkeypatch):
+    from screens.app import CnnApp, run_app
+
+    started = []
+    monkeypatch.setattr(CnnApp, "run", lambda self, *a, **kw: started.append(self) or 0)
+    args = cli.build_parser().parse_args(["--color", "256"])
+    assert args.index is None
+    assert run_app(args) == 0
+    app = started[0]
+    params, _ = model.weights_from(model.PRETRAINED)
+    index, confidence = model.least_sure_test_digit(model.SIMPLE_CNN, params)
+    assert app.index == app.trace.index == index != 0
+    app.reference_mode = app.predictions_mode = "off"  # no PyTorch worker for this test
+    async with app.run_test(size=UI_SIZE) as pilot:
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert messages == [f"digit #{index}: the test digit the network is least sure about "
+                            f"(its prediction at {confidence:.0%}); --index N opens another"]
+        # and --index still opens the digit asked for, without that notice
+        started.clear()
+    assert run_app(cli.build_parser().parse_args(["--index", "0"])) == 0
+    assert started[0].index == 0 and started[0].notice is None
