@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from cnntui.model import PRETRAINED, SEED, WeightsError
 from cnntui.terminal import replace_unencodable, silence
 
-DEFAULT_APP_WEIGHTS = PRETRAINED  # sample_data/pretrained.npz, made by `cnntui train`
+# one default for the debugger, trace and verify, so a digit gets the same prediction in each:
+# the shipped weights (sample_data/pretrained.npz, made by `cnntui train`); seed is the lesson's
+DEFAULT_WEIGHTS = PRETRAINED
 
 
 class UserError(Exception):
@@ -71,18 +73,23 @@ ARCH_HELP = ("simple (the lesson's SimpleCNN, default) | strided (stride-2 convs
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnntui", description="A terminal debugger for a CNN written from scratch in NumPy.")
-    parser.add_argument("--index", type=_index, default=0, help="digit to open (0-1796)")
-    parser.add_argument("--weights", default=None,
-                        help="pretrained | seed | PATH to an .npz (default: pretrained if shipped)")
+    parser.add_argument("--index", type=_index, default=None,
+                        help="digit to open (0-1796; default: the test digit the network is "
+                             "least sure about)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                        help=f"{DEFAULT_WEIGHTS} (default) | seed (the lesson's) | PATH to "
+                             "an .npz")
     parser.add_argument("--color", choices=["auto", "truecolor", "256", "16", "none"],
                         default="auto", help="colour depth of the heatmaps")
     add_arch(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def weights_and_index(p: argparse.ArgumentParser, weights_default: str = SEED) -> None:
+    def weights_and_index(p: argparse.ArgumentParser) -> None:
         add_arch(p)
         p.add_argument("--index", type=_index, default=0, help="digit index (0-1796)")
-        p.add_argument("--weights", default=weights_default, help="seed | pretrained | PATH")
+        p.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                       help=f"{DEFAULT_WEIGHTS} (default, as in the debugger) | seed (the "
+                            "lesson's) | PATH")
         p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
     p = sub.add_parser("trace", help="every step of one digit's forward and backward pass")
@@ -202,9 +209,10 @@ def _check_app_inputs(args: argparse.Namespace) -> None:
     from cnntui.data import load_digits
     from cnntui.model import architecture_of, weights_from
 
-    spec = args.weights or DEFAULT_APP_WEIGHTS
+    spec = args.weights or DEFAULT_WEIGHTS
     weights_from(spec, architecture_of(spec, args.arch))
-    load_digits().get(args.index)
+    if args.index is not None:  # None: run_app picks one
+        load_digits().get(args.index)
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ The fixed split: ``train_test_split(indices, test_size=0.2, stratify=labels, ran
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -92,6 +93,43 @@ class Digits:
     @property
     def test_idx(self) -> np.ndarray:
         return self.split[1]
+
+
+def stratified_test_indices(labels: np.ndarray, test_size: float = 0.2,
+                            random_state: int = 0) -> np.ndarray:
+    """The test indices of ``train_test_split(np.arange(n), test_size=test_size,
+    stratify=labels, random_state=random_state)``, sorted, computed as scikit-learn's
+    StratifiedShuffleSplit does but without importing scikit-learn (~0.7 s, too long for the
+    app's first paint, which needs the test split to choose its digit). The tests hold it equal
+    to ``Digits.test_idx``."""
+    n = len(labels)
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(random_state)
+
+    def approximate_mode(class_counts: np.ndarray, n_draws: int) -> np.ndarray:
+        # sklearn.utils.extmath._approximate_mode: the floored shares, then the largest
+        # remainders, ties broken by rng
+        continuous = class_counts / class_counts.sum() * n_draws
+        floored = np.floor(continuous)
+        need = int(n_draws - floored.sum())
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1] if need > 0 else ():
+            (tied,) = np.where(remainder == value)
+            add = min(len(tied), need)
+            floored[rng.choice(tied, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+        return floored.astype(int)
+
+    n_i = approximate_mode(counts, n_train)
+    t_i = approximate_mode(counts - n_i, n_test)
+    test = [by_class[c].take(rng.permutation(counts[c]), mode="clip")[n_i[c]:n_i[c] + t_i[c]]
+            for c in range(len(counts))]
+    return np.sort(np.concatenate(test))
 
 
 @cache

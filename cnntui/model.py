@@ -12,10 +12,14 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnntui import layers, ops
+
+if TYPE_CHECKING:
+    from cnntui.data import Digits
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,21 @@ def predict(arch: Architecture, params: dict[str, np.ndarray], images: np.ndarra
     keeps every activation, so one pass over all 1797 digits would hold ~100 MB)."""
     return np.concatenate([forward(arch, params, images[i:i + batch_size]).acts[arch.layers[-1].out]
                            for i in range(0, len(images), batch_size)])
+
+
+def least_sure_test_digit(arch: Architecture, params: dict[str, np.ndarray],
+                          digits: Digits | None = None) -> tuple[int, float]:
+    """The test digit the network is least sure about: of the fixed split's test digits
+    (``Digits.test_idx``), the one whose predicted class has the lowest probability,
+    ``argmin_i max_c probs[i, c]``, ties going to the lower digit index. Returns (its index in
+    the full set, that probability); one batched ``predict`` over the 360 test digits."""
+    from cnntui.data import load_digits, stratified_test_indices
+
+    digits = load_digits() if digits is None else digits
+    test = stratified_test_indices(digits.labels)  # digits.test_idx, without scikit-learn
+    confidence = predict(arch, params, digits.images[test]).max(axis=1)
+    k = int(np.argmin(confidence))  # the first of equal minima: the lowest index
+    return int(test[k]), float(confidence[k])
 
 
 def cast_params(params: dict[str, np.ndarray], dtype: np.dtype | str) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from cnntui.trace import Trace, build_trace
 class Options:
     """What ``cnntui trace`` and ``cnntui verify`` are asked for."""
 
-    weights: str = model.SEED
+    weights: str = model.PRETRAINED  # the debugger's default too
     index: int = 0
     dtype: str = "float64"
     arch: str | None = None  # None: what the weights file records, else simple

@@ -100,21 +100,24 @@ def main(args: TrainOptions) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
 
-    saved, note = None, ""
+    saved, saved_epoch, note = None, None, ""
     if out is not None:
         if result.status == "finished":
-            saved = trainer.save(out)
+            saved, saved_epoch = trainer.save(out), trainer.epoch
         elif trainer.epoch_params is not None:
-            saved = trainer.save(out, trainer.epoch_params, epoch=trainer.epoch)
-            note = f" (the last complete epoch, {trainer.epoch})"
+            saved_epoch = trainer.epoch
+            saved = trainer.save(out, trainer.epoch_params, epoch=saved_epoch)
+            note = f" (the last complete epoch, {saved_epoch})"
+            # the run stopped mid-epoch: report what the file holds, not the weights of then
+            result = replace(result, evaluation=trainer.evaluate(trainer.epoch_params))
         else:
             note = f"; no epoch completed, so nothing was written to {out}"
     if args.json:
         doc = {"config": config.metadata(), **result.to_json(), "batch_losses": batch_losses,
-               "saved": None if saved is None else str(saved)}
+               "saved": None if saved is None else str(saved), "saved_epoch": saved_epoch}
         print(json.dumps(finite_or_null(doc), indent=2, allow_nan=False))
     else:
-        _print_summary(result, console)
+        _print_summary(result, console, saved, saved_epoch)
     if saved is not None:
         console.print(f"saved the weights{note} to {saved}")
     elif note:
@@ -192,8 +195,17 @@ def _run_with_progress(trainer: Trainer, console: Console,
         return trainer.run(on_event)
 
 
-def _print_summary(result: TrainResult, console: Console) -> None:
-    """The outcome; the confusion matrix and the misclassified digits once an epoch is done."""
+def open_command(saved: Path | None, index: int | str = "N") -> str:
+    """The command that opens digit ``index`` with the weights saved to ``saved``."""
+    import shlex
+
+    return f"cnntui --weights {shlex.quote(str(saved))} --index {index}"
+
+
+def _print_summary(result: TrainResult, console: Console, saved: Path | None = None,
+                   saved_epoch: int | None = None) -> None:
+    """The outcome; the confusion matrix and the misclassified digits once an epoch is done,
+    of the weights saved to ``saved`` (after ``saved_epoch`` epochs) if they were saved."""
     from rich.table import Table
 
     from cnntui.terminal import glyph
@@ -205,8 +217,10 @@ def _print_summary(result: TrainResult, console: Console) -> None:
         console.print(f"[yellow]{result.message}")
     if ev is None or result.epochs_completed == 0:
         return
+    scored = "" if saved_epoch is None or result.status == "finished" else \
+        f", the saved weights of epoch {saved_epoch}"
     table = Table(title=f"confusion matrix: test accuracy {ev.accuracy:.2%} "
-                        f"({int(ev.confusion.trace())}/{int(ev.confusion.sum())})",
+                        f"({int(ev.confusion.trace())}/{int(ev.confusion.sum())}){scored}",
                   caption="rows: true digit, columns: predicted", show_edge=False)
     table.add_column("", style="bold", justify="right")
     for c in range(NUM_CLASSES):
@@ -221,8 +235,16 @@ def _print_summary(result: TrainResult, console: Console) -> None:
              if ev.predicted[k] != ev.labels[k]]
     if wrong:
         more = f", and {len(wrong) - 24} more" if len(wrong) > 24 else ""
-        console.print(f"misclassified test digits ({len(wrong)}; open one with "
-                      f"cnntui --index N): " + ", ".join(wrong[:24]) + more)
+        console.print(f"misclassified test digits ({len(wrong)}): " + ", ".join(wrong[:24])
+                      + more, markup=False)
+        if saved is not None:
+            console.print(f"open one with these weights: {open_command(saved)}", markup=False)
+        elif result.status == "finished":
+            console.print("these weights were not saved; to open one of these digits with them, "
+                          "train again with the same flags and --out FILE (a run gives the same "
+                          f"weights each time), then {open_command(Path('FILE'))}", markup=False)
+        else:
+            console.print("these weights were not saved (train with --out FILE to keep them)")
 
 
 def _print_bench(report: dict[str, object], as_json: bool, console: Console) -> int:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from rich.color import ColorSystem
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -62,7 +63,9 @@ class CnnApp(App[int]):
                 tooltip="Show / hide this help"),
         Binding("q", "quit", "quit", id="quit", tooltip="Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit_now"),
-        Binding("ctrl+s", "screenshot", "Save SVG screenshot", show=False, id="screenshot"),
+        # priority: modal screens (help, the picker, the save dialog) end the binding chain
+        Binding("ctrl+s", "screenshot", "Save SVG screenshot", show=False, id="screenshot",
+                priority=True),
         Binding("i", "summary", "summary", show=False, id="summary",
                 tooltip="Every architecture's layers, shapes, parameters and MACs"),
         Binding("t", "train", "train", id="train",
@@ -73,7 +76,7 @@ class CnnApp(App[int]):
                  index: int = 0, color: str = "auto", reference: str = "thread",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
                  trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None,
-                 arch: model.Architecture = model.SIMPLE_CNN):
+                 arch: model.Architecture = model.SIMPLE_CNN, notice: str | None = None):
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
         self.color_mode = detect_mode() if color == "auto" else color
@@ -98,6 +101,7 @@ class CnnApp(App[int]):
         self.confidences: np.ndarray | None = None
         self._predicting = False
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
+        self.notice = notice  # told once the app is up (why this digit, say)
         self.stepper = StepperScreen()
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
@@ -114,6 +118,8 @@ class CnnApp(App[int]):
         return self.stepper
 
     def on_mount(self) -> None:
+        if self.notice:
+            self.notify(self.notice, timeout=10)
         if self.reference_mode == "thread":
             self.call_after_refresh(self._start_reference)  # after the first paint
 
@@ -317,17 +323,71 @@ class CnnApp(App[int]):
             ("Help", HelpScreen.BINDINGS),
         ]))
 
+    def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
+        """Textual's SVG export, rendered with the terminal's own colour system instead of
+        truecolor. Rich caches a Style's ANSI codes the first time it renders it, for whatever
+        colour system that is (``Style._ansi``), and the screen is drawn with the same Style
+        objects: a truecolor export left 24-bit codes in them, which the terminal then got in
+        256- and 16-colour modes. The SVG takes its colours from the styles, not the codes."""
+        import io
+
+        from rich.console import Console
+
+        width, height = self.size
+        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                          color_system=self.console.color_system or "truecolor", record=True,
+                          legacy_windows=False, safe_box=False)
+        console.print(self.screen._compositor.render_update(
+            full=True, screen_stack=self._background_screens, simplify=simplify))
+        return console.export_svg(title=title or self.title)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's palette commands, with its Screenshot (which saves to ~/Downloads and fails
+        if that folder is missing) replaced by this app's, which saves where ctrl+s does."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":
+                yield command
+        yield SystemCommand("Screenshot", f"Save an SVG screenshot to {self.screenshot_dir} "
+                                          f"(ctrl+s)",
+                            lambda: self.set_timer(0.1, self.action_screenshot))
+
     def action_screenshot(self) -> None:
+        """Save an SVG of the screen shown to ``screenshot_dir`` under a new name; if that
+        folder is missing, to the temporary folder, and say so."""
         step = self.trace.steps[self.step_index]
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"cnntui-digit{self.index}-{step.name}-{stamp}.svg"
+        stem = f"cnntui-digit{self.index}-{step.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder, note = self.screenshot_dir, ""
+        if not folder.is_dir():
+            folder = Path(tempfile.gettempdir())
+            note = f" ({self.screenshot_dir} does not exist)"
         try:
-            path = self.save_screenshot(name, str(self.screenshot_dir))
+            path = _write_new_file(folder, stem, ".svg", self.export_screenshot())
         except OSError as e:
-            self.notify(f"could not save the screenshot: {e}", severity="error")
+            self.notify(f"could not save the screenshot in {folder}: {e.strerror or e}",
+                        severity="error", timeout=8)
             return
-        self.last_screenshot = path
-        self.notify(f"screenshot saved to {path}", timeout=6)
+        self.last_screenshot = str(path)
+        self.notify(f"screenshot saved to {path}{note}", timeout=6)
+
+
+def _write_new_file(folder: Path, stem: str, suffix: str, text: str) -> Path:
+    """Write ``text`` to ``folder/stem+suffix``, or ``stem-2+suffix`` and so on if that exists:
+    a temp file renamed into place, so a file is never overwritten nor left half-written."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; open() would not
+        n = 1
+        while (path := folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}").exists():
+            n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -336,8 +396,13 @@ def run_app(args: argparse.Namespace) -> int:
     spec = args.weights or model.PRETRAINED
     arch = model.architecture_of(spec, getattr(args, "arch", None))
     params, desc = model.weights_from(spec, arch)
-    load_digits().get(args.index)
-    app = CnnApp(params, desc, index=args.index, color=getattr(args, "color", "auto"),
-                 arch=arch)
+    index, notice = getattr(args, "index", None), None
+    if index is None:  # a digit whose backward pass shows something, not one at 100%
+        index, confidence = model.least_sure_test_digit(arch, params)
+        notice = (f"digit #{index}: the test digit the network is least sure about (its "
+                  f"prediction at {confidence:.0%}); --index N opens another")
+    load_digits().get(index)
+    app = CnnApp(params, desc, index=index, color=getattr(args, "color", "auto"),
+                 arch=arch, notice=notice)
     result = app.run()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code)

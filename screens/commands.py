@@ -1,5 +1,6 @@
 """Command palette (ctrl+p): the same actions as the keys, plus "go to step" and "open digit N".
-On the training screen it lists the training actions instead of the stepper's."""
+On the training screen it lists the training actions instead of the stepper's. Textual's own
+commands come too, its Screenshot replaced by the app's (``CnnApp.get_system_commands``)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,6 @@ class CnnCommands(Provider):
             *((f"Architecture: {a.key} ({a.name}, {len(a.param_shapes)} parameter tensors)",
                partial(app.switch_arch, a.key), "opens its shipped weights")
               for a in model.ARCHITECTURES.values() if a is not app.arch),
-            ("Save screenshot (SVG)", app.action_screenshot, "ctrl+s"),
             ("Help: all keys", app.action_help, "? F1"),
             ("Quit", app.action_quit, "q ctrl+q"),
         ]

@@ -9,6 +9,7 @@ reset) are the trainer's own thread-safe methods.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
-from cnntui.model import WeightsError
+from cnntui.model import WeightsError, npz_path
 from cnntui.training import BatchEnd, ConfigError, EpochEnd, Reset, RunEnd, Trainer
 from screens import training_panes as tp
 from screens.colors import palette
@@ -62,7 +63,11 @@ def loss_summary(values: list[float]) -> float:
 
 
 class SaveWeightsScreen(ModalScreen[str | None]):
-    """Asks for the path to save the weights to; Enter saves, Esc cancels."""
+    """Asks for the path to save the weights to; Enter saves, Esc cancels.
+
+    A folder alone (``/tmp``) saves the default file name inside it; a folder that does not
+    exist is refused, with a notification naming it, and the dialog stays open: nothing is
+    created but the file."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="save_cancel")]
     DEFAULT_CSS = """
@@ -81,13 +86,45 @@ class SaveWeightsScreen(ModalScreen[str | None]):
             v.border_title = "save the weights"
             v.border_subtitle = "Enter save · Esc cancel"
             yield Static(Text("a .npz checkpoint with the test accuracy and the settings; "
-                              "relative paths are from " + str(Path.cwd()), style="dim"))
+                              "relative paths are from " + str(Path.cwd()) + "; a folder "
+                              "alone gets " + self.file_name + " in it", style="dim"))
             yield Input(value=self.default, placeholder=self.default, id="save-path",
                         select_on_focus=False)
         yield TooSmall()
 
+    @property
+    def file_name(self) -> str:
+        """The file name a folder alone gets: the default's."""
+        return Path(self.default).name or DEFAULT_SAVE_PATH
+
+    def target(self, text: str) -> Path:
+        """The file ``text`` saves to; ValueError (one sentence) if it cannot be one."""
+        typed = text.strip() or self.default
+        path = Path(typed).expanduser()
+        if path.is_dir():
+            path = path / self.file_name
+        elif typed.endswith(("/", os.sep)):
+            raise ValueError(f"the folder {path} does not exist; create it first or type "
+                             f"another path")
+        path = npz_path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; type a file name such as "
+                             f"{path / self.file_name}")
+        missing = path.parent
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        if not missing.exists():
+            raise ValueError(f"the folder {missing} does not exist; create it first or type "
+                             f"another path")
+        return path
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or self.default)
+        try:
+            path = self.target(event.value)
+        except ValueError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        self.dismiss(str(path))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

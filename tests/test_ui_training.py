@@ -261,6 +261,7 @@ async def test_w_saves_the_weights_to_a_typed_path(pretrained, tmp_path, monkeyp
         await pilot.press("w")
         field = app.screen.query_one(Input)
         field.value = ""
+        (tmp_path / "sub").mkdir()  # a missing folder is refused (tests/test_fixes_issue9.py)
         await pilot.press(*"sub/mine.npz", "enter")
         assert (tmp_path / "sub" / "mine.npz").is_file()
         # Esc cancels
