@@ -68,14 +68,12 @@ class StepperScreen(Screen):
 
     BINDINGS = [
         # in cell mode (and over the values table) the arrows move a cursor; n and p still step
-        Binding("left,h", "move(0,-1)", "cell", key_display="←", id="cell_left",
-                tooltip="Cell mode: move the cursor left", group=CELL_GROUP),
-        Binding("right,l", "move(0,1)", "cell", key_display="→", id="cell_right",
-                tooltip="Cell mode: move the cursor right", group=CELL_GROUP),
-        Binding("up,k", "move(-1,0)", "cell", key_display="↑", id="cell_up",
-                tooltip="Cell mode: move the cursor up", group=CELL_GROUP),
-        Binding("down,j", "move(1,0)", "cell", key_display="↓", id="cell_down",
-                tooltip="Cell mode: move the cursor down", group=CELL_GROUP),
+        *[Binding(keys, f"move({dr},{dc})", "cell", key_display=arrow, id=f"cell_{way}",
+                  tooltip=f"Cell mode: move the cursor {way}", group=CELL_GROUP)
+          for keys, dr, dc, arrow, way in (("left,h", 0, -1, "←", "left"),
+                                           ("right,l", 0, 1, "→", "right"),
+                                           ("up,k", -1, 0, "↑", "up"),
+                                           ("down,j", 1, 0, "↓", "down"))],
         Binding("left,h", "step(-1)", "step", key_display="←", tooltip="Previous step",
                 id="previous_step", group=STEP_GROUP),
         Binding("right,l", "step(1)", "step", key_display="→", tooltip="Next step",
@@ -335,7 +333,10 @@ class StepperScreen(Screen):
             parts.insert(1, self.grad_text)
         self.query_one("#side", TextPane).set(Text("\n\n").join(parts))
 
-    update_torch = update_side
+    def update_torch(self) -> None:
+        """The PyTorch run finished: its pane is in the normal view's side pane only."""
+        if self.cell is None and not self.at_update:
+            self.update_side()
 
     def values_matrix(self) -> tuple[np.ndarray, str, list[str]]:
         """The selected channel's numbers as a 2-D table, the index prefix, and row labels."""

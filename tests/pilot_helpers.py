@@ -18,3 +18,12 @@ def make_app(params, desc: str = "seed", **kw):
     kw.setdefault("predictions", "sync")
     kw.setdefault("color", "truecolor")
     return CnnApp(params, desc, **kw)
+
+
+def pretrained_app(key: str = "simple", index: int = 5, **kw):
+    """The stepper on architecture ``key`` with its shipped weights, on digit ``index``."""
+    from cnntui import model
+
+    arch = model.ARCHITECTURES[key]
+    params, desc = model.weights_from(model.PRETRAINED, arch)
+    return make_app(params, desc, arch=arch, index=index, **kw)

@@ -581,9 +581,10 @@ def test_receptive_field_and_effective_rf_refuse_bad_input():
 
 
 def test_cli_prints_the_lines_and_the_receptive_field(capsys):
+    # the default weights: the pretrained ones, as for trace, verify and the debugger
     assert cli.main(["explain", "--step", "z1", "--cell", "0,0,0"]) == 0
     out = capsys.readouterr().out
-    t = traced("simple", model.SEED)
+    t = traced("simple", model.PRETRAINED)
     e = explain.explain_cell(t, "z1", (0, 0, 0))
     for line in e.lines:
         assert line in out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pilot_helpers import make_app
+from pilot_helpers import pretrained_app as app_for
 
 from cnntui import explain, model
 from screens.widgets.tensor_view import TensorView
@@ -15,12 +15,6 @@ from screens.widgets.text_pane import TextPane
 
 SIZE = (100, 32)
 KEYS = sorted(model.ARCHITECTURES)
-
-
-def app_for(key: str, **kw):
-    arch = model.ARCHITECTURES[key]
-    params, desc = model.weights_from(model.PRETRAINED, arch)
-    return make_app(params, desc, arch=arch, index=kw.pop("index", 5), **kw)
 
 
 def side(app) -> str:
@@ -211,3 +205,18 @@ async def test_cell_mode_keeps_the_cursor_on_screen(size):
         index, x0, y0, scale, k = tv.boxes[0]
         line = y0 + 25 * scale // 2
         assert tv.scroll_y <= line < tv.scroll_y + tv.size.height
+
+
+async def test_the_pytorch_run_finishing_leaves_cell_mode_and_the_update_step_alone():
+    app = app_for("simple")
+    async with app.run_test(size=SIZE) as pilot:
+        app.go_to(app.trace.position("z1"))
+        await pilot.press("c")
+        app._reference_done("ready")  # what the reference worker calls when it is done
+        await pilot.pause()
+        assert side(app).startswith("z1[0,0,0]")
+        app.go_to(len(app.trace.steps) - 1)
+        await pilot.press("escape", "right")
+        app._reference_done("ready")
+        await pilot.pause()
+        assert side(app).startswith("SGD step")

@@ -3,10 +3,10 @@ screen at once, the legend and the gradient norms reachable, the loss shown."""
 
 import numpy as np
 import pytest
-from pilot_helpers import make_app
+from pilot_helpers import pretrained_app
 
 from cnntui import model
-from screens.widgets.tensor_view import TensorView
+from screens.widgets.tensor_view import TensorView, shrink
 from screens.widgets.text_pane import TextPane
 
 SIZES = [(80, 24), (100, 30)]
@@ -15,9 +15,7 @@ SIZES = [(80, 24), (100, 30)]
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("key", sorted(model.ARCHITECTURES))
 async def test_every_channel_of_every_step_is_on_screen_at_once(key, size):
-    arch = model.ARCHITECTURES[key]
-    params, desc = model.weights_from(model.PRETRAINED, arch)
-    app = make_app(params, desc, arch=arch, index=5)
+    app = pretrained_app(key)
     async with app.run_test(size=size) as pilot:
         for step in app.trace.steps:
             app.go_to(step.index)
@@ -33,14 +31,17 @@ async def test_every_channel_of_every_step_is_on_screen_at_once(key, size):
 
 
 async def test_a_number_key_shows_one_channel_at_full_size():
-    params, desc = model.weights_from(model.PRETRAINED, model.SIMPLE_CNN)
-    app = make_app(params, desc, index=5)
+    app = pretrained_app()
     async with app.run_test(size=(80, 24)) as pilot:
         app.go_to(app.trace.position("z1"))
         await pilot.pause()
         tv = app.screen.query_one(TensorView)
         assert tv.reduction == 2 and len(app.screen.view.tiles) == 4
         # each shown pixel is the mean of a 2x2 block of the map
+        z1 = app.trace["z1"].value
+        small = shrink(app.screen.view.tiles[1], 2).data
+        assert small.shape == (14, 14)
+        assert np.allclose(small, z1[1].reshape(14, 2, 14, 2).mean(axis=(1, 3)), rtol=1e-12)
         await pilot.press("2")
         assert tv.reduction == 1 and [t.channel for t in app.screen.view.tiles] == [2]
         assert "shown at" not in app.screen.query_one("#title", TextPane).plain
@@ -49,8 +50,7 @@ async def test_a_number_key_shows_one_channel_at_full_size():
 
 
 async def test_pooling_legend_and_gradient_norms_are_reachable_at_80x24():
-    params, desc = model.weights_from(model.PRETRAINED, model.SIMPLE_CNN)
-    app = make_app(params, desc, index=5)
+    app = pretrained_app()
     async with app.run_test(size=(80, 24)) as pilot:
         app.go_to(app.trace.position("p1"))
         await pilot.pause()
@@ -71,8 +71,7 @@ async def test_pooling_legend_and_gradient_norms_are_reachable_at_80x24():
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 async def test_the_header_shows_the_loss(size):
-    params, desc = model.weights_from(model.PRETRAINED, model.SIMPLE_CNN)
-    app = make_app(params, desc, index=5)
+    app = pretrained_app()
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         header = app.screen.query_one("#header", TextPane).plain
@@ -83,8 +82,7 @@ async def test_the_header_shows_the_loss(size):
 
 
 async def test_tiny_gradients_are_explained_once():
-    params, desc = model.weights_from(model.PRETRAINED, model.SIMPLE_CNN)
-    app = make_app(params, desc, index=0)  # predicted at ~100%: loss ~1e-5
+    app = pretrained_app(index=0)  # predicted at ~100%: loss ~1e-5
     async with app.run_test(size=(100, 30)) as pilot:
         assert app.trace.loss < 1e-3
         notes = lambda: [n for n in app._notifications if n.title == "Tiny gradients"]  # noqa: E731
@@ -96,3 +94,16 @@ async def test_tiny_gradients_are_explained_once():
         app.go_to(app.trace.first_backward)
         await pilot.pause()
         assert len(notes()) == 1
+
+
+def test_shrinking_keeps_nan_and_inf_visible_and_pads_odd_sizes():
+    from screens.views import Tile
+
+    data = np.arange(25, dtype=float).reshape(5, 5)
+    data[0, 0], data[0, 1] = np.nan, np.inf  # one block: +Inf shows (NaNs come from Infs)
+    data[2, 2] = np.nan  # another: NaN shows
+    small = shrink(Tile("t", data, 0, 24), 2).data
+    assert small.shape == (3, 3)
+    assert small[0, 0] == np.inf and np.isnan(small[1, 1])
+    assert small[0, 1] == np.mean([2, 3, 7, 8])
+    assert small[2, 2] == 24  # the edge block, padded by repeating its last row and column
