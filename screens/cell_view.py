@@ -134,7 +134,7 @@ def cell_name(step: Step, cell: tuple[int, ...]) -> str:
 
 
 def _own_tile(step: Step, trace: Trace, cell: tuple[int, ...]) -> Tile:
-    """The channel of the step's tensor that holds the cursor, the cursor its one bright cell."""
+    """The channel of the step's tensor that holds the cursor, the cursor its one marked cell."""
     v = np.asarray(step.value, dtype=np.float64)
     if v.ndim == 3:
         data, gap, label = v[cell[0]], None, f"{step.name}[{cell[0]}]"
@@ -174,7 +174,7 @@ def _ranged(tiles: list[Tile], diverging: bool) -> None:
         t.lo, t.hi = _range(finite, diverging, False)
 
 
-def cell_view(step: Step, trace: Trace, explained: Explained) -> View:
+def cell_view(step: Step, trace: Trace, explained: Explained, mode: str = "truecolor") -> View:
     """The pictures of cell mode: the cursor's channel, what the cell read (outlined by the
     brightness: the rest is dimmed), large grids as heatmaps, and the effective receptive
     field on x with the receptive field outlined. Each picture has its own colour range."""
@@ -206,8 +206,9 @@ def cell_view(step: Step, trace: Trace, explained: Explained) -> View:
     _ranged(tiles, True)
     # selected: drawn at full size (scrolling if it must), so the cursor is one pixel
     return View("tiles", title, True, 0.0, 1.0, False, tiles=tiles,
-                legend="bright: the cursor, the cells it read, its receptive field; "
-                       "each picture on its own scale", selected=channel_of(step, cell) or 0)
+                legend=f"{POOL_MARKS[mode][0]}: the cursor, the cells it read, its receptive "
+                       "field; each picture on its own scale",
+                selected=channel_of(step, cell) or 0)
 
 
 def side_by_side(blocks: list[tuple[np.ndarray, np.ndarray | None]]
@@ -232,30 +233,48 @@ def side_by_side(blocks: list[tuple[np.ndarray, np.ndarray | None]]
     return data, marks, gap
 
 
-def im2col_view(trace: Trace, view: Im2col, mode: str = "truecolor") -> View:
-    """The lesson's im2col made visible: cols @ W (+ b) = out side by side, one row of cols
-    and of out per output cell, the cursor's row lit, and the filter's column of W."""
-    rows = np.zeros(view.cols.shape[0], dtype=bool)
-    if view.row is not None:
+def im2col_view(trace: Trace, view: Im2col, mode: str = "truecolor",
+                cell: tuple[int, ...] | None = None) -> View:
+    """The lesson's im2col made visible. A forward cell: cols @ W (+ b) = out side by side,
+    the cell's row of cols and of out lit, and its filter's column of W. A weight-gradient cell
+    dW[f,c,u,v]: cols and dout side by side (dW = cols.T @ dout), the (c,u,v) column of cols and
+    filter f's column of dout lit."""
+    lit = POOL_MARKS[mode][0]
+    L, K = view.cols.shape
+    F = view.weights.shape[1]
+    if view.row is None:  # a weight gradient: dW = cols.T @ dout
+        cmarks = np.zeros((L, K), dtype=bool)
+        dmarks = np.zeros((L, F), dtype=bool)
+        if view.column is not None and cell is not None:
+            cmarks[:, view.column] = True
+            dmarks[:, view.filters.index(cell[0])] = True
+        data, marks, gap = side_by_side([(view.cols, cmarks), (view.dout, dmarks)])
+        label = f"cols {view.cols.shape} | dout {view.dout.shape}"
+        shape = f"dW = cols.T @ dout: {view.dw_shape}"
+        legend = (f"column (c,u,v) of cols: every output cell's input at that tap; {lit}: the "
+                  "cursor's column and its filter's column of dout; each block scaled to its "
+                  "own largest |value|")
+    else:
+        rows = np.zeros(L, dtype=bool)
         rows[view.row] = True
-    wmarks = np.zeros(view.weights.shape, dtype=bool)
-    if view.column is not None and view.row is not None:
-        wmarks[:, view.column] = True
-    # the traced output of the group's filters, one column per filter, as the product gives it
-    value = np.asarray(trace[view.step].value, dtype=np.float64)
-    out = value[list(view.filters)].reshape(len(view.filters), -1).T
-    data, marks, gap = side_by_side([
-        (view.cols, np.repeat(rows[:, None], view.cols.shape[1], axis=1)),
-        (view.weights, wmarks),
-        (out, np.repeat(rows[:, None], out.shape[1], axis=1))])
-    label = f"cols {view.cols.shape} | W {view.weights.shape} | out {out.shape}"
+        wmarks = np.zeros((K, F), dtype=bool)
+        if view.column is not None:
+            wmarks[:, view.column] = True
+        # the traced output of the group's filters, one column per filter, as the product gives
+        value = np.asarray(trace[view.step].value, dtype=np.float64)
+        out = value[list(view.filters)].reshape(len(view.filters), -1).T
+        data, marks, gap = side_by_side([
+            (view.cols, np.repeat(rows[:, None], K, axis=1)), (view.weights, wmarks),
+            (out, np.repeat(rows[:, None], F, axis=1))])
+        label = f"cols {view.cols.shape} | W {view.weights.shape} | out {out.shape}"
+        shape = view.shape
+        legend = (f"row i*W_out+j of cols is output cell (i, j)'s window, flattened; {lit}: the "
+                  "cursor's row and its filter's column of W; each block scaled to its own "
+                  "largest |value|")
     tiles = [Tile(label, data, -1.0, 1.0, marks if marks.any() else None, gap=gap)]
     group = f", group {view.group} of {view.groups}" if view.groups > 1 else ""
-    return View("tiles", f"im2col of {view.step}: {view.shape}{group}", True, -1.0, 1.0, False,
-                tiles=tiles, selected=0,
-                legend=f"row i*W_out+j of cols is output cell (i, j)'s window, flattened; "
-                       f"{POOL_MARKS[mode][0]}: the cursor's row and its filter's column of W; "
-                       "each block scaled to its own largest |value|")
+    return View("tiles", f"im2col of {view.step}: {shape}{group}", True, -1.0, 1.0, False,
+                tiles=tiles, selected=0, legend=legend)
 
 
 def update_view(update: Update) -> View:

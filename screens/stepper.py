@@ -252,15 +252,20 @@ class StepperScreen(Screen):
         where.append(f"{step.layer}  ", "bold")
         if self.im2col and self.im2col_ok(step):
             im = explain.im2col_view(trace, step.name, self.cell)
-            view = cell_view.im2col_view(trace, im)
-            where.append(f"im2col {im.shape}", "bold cyan")
-            where.append(f"  row {im.row} = {cell_view.cell_name(step, self.cell)}'s window"
-                         if im.row is not None else "", panes.KEY_STYLE)
+            view = cell_view.im2col_view(trace, im, self.cnn.color_mode, self.cell)
+            name = cell_view.cell_name(step, self.cell)
+            if im.row is not None:
+                where.append(f"im2col {im.shape}", "bold cyan")
+                where.append(f"  row {im.row} = {name}'s window", panes.KEY_STYLE)
+            else:
+                where.append(f"im2col dW = cols.T @ dout: {im.dw_shape}", "bold cyan")
+                where.append(f"  {name}: column {im.column} of cols . dout", panes.KEY_STYLE)
             self._show(view, where, panes.cell_text(explained, side_w, cell_view.SMALL_GRID),
                        panes.im2col_text(im, step, view.legend))
-            self.query_one(TensorView).scroll_to_pixel(0, im.row or 0)
+            if im.row is not None:
+                self.query_one(TensorView).scroll_to_pixel(0, im.row)
         else:
-            view = cell_view.cell_view(step, trace, explained)
+            view = cell_view.cell_view(step, trace, explained, self.cnn.color_mode)
             where.append(cell_view.cell_name(step, self.cell), "bold cyan")
             where.append(f"  = {explained.value:.6g}  cell mode", panes.KEY_STYLE)
             self._show(view, where, panes.cell_text(explained, side_w, cell_view.SMALL_GRID),

@@ -220,3 +220,23 @@ async def test_the_pytorch_run_finishing_leaves_cell_mode_and_the_update_step_al
         app._reference_done("ready")
         await pilot.pause()
         assert side(app).startswith("SGD step")
+
+
+async def test_im2col_of_a_weight_gradient_lights_its_column_and_filter():
+    app = app_for("simple")
+    async with app.run_test(size=SIZE) as pilot:
+        app.go_to(app.trace.position("dW2"))
+        await pilot.press("3", "c", "right", "right", "right", "down", "m")  # past kernel 0
+        cell = app.screen.cell
+        assert cell == (3, 1, 1, 0)
+        im = explain.im2col_view(app.trace, "dW2", cell)
+        (tile,) = app.screen.view.tiles  # cols | dout
+        L, K = im.cols.shape
+        assert im.column == (1 * 3 + 1) * 3 + 0
+        lit = marked(tile)
+        assert {(r, im.column) for r in range(L)} <= lit
+        assert {(r, K + 1 + 3) for r in range(L)} <= lit  # filter 3's column of dout
+        # and that column of cols, times filter 3's dout, summed, is the cursor's dW2 value
+        assert np.isclose(im.cols[:, im.column] @ im.dout[:, 3], app.trace["dW2"].value[cell],
+                          rtol=1e-12)
+        assert im.dw_shape in app.screen.query_one("#title", TextPane).plain
