@@ -240,3 +240,16 @@ async def test_im2col_of_a_weight_gradient_lights_its_column_and_filter():
         assert np.isclose(im.cols[:, im.column] @ im.dout[:, 3], app.trace["dW2"].value[cell],
                           rtol=1e-12)
         assert im.dw_shape in app.screen.query_one("#title", TextPane).plain
+
+
+async def test_the_footer_says_what_the_arrows_do_over_the_values_table():
+    app = app_for("simple")
+    async with app.run_test(size=SIZE) as pilot:
+        app.go_to(app.trace.position("z2"))
+        assert "step" in footer_actions(app) and "move" not in footer_actions(app)
+        await pilot.press("v")  # the table takes the arrows: the footer says "cell", not "step"
+        assert "move" in footer_actions(app) and "step" not in footer_actions(app)
+        await pilot.press("right", "n")  # the table's cursor moves; n still steps
+        assert app.trace.steps[app.step_index].name == "a2"
+        await pilot.press("escape")  # Esc leaves the table
+        assert not app.screen.show_values and "step" in footer_actions(app)
