@@ -41,13 +41,18 @@ def zoom_bilinear(images: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
             + images[..., r1, c1] * w1[:, None] * w1[None, :])
 
 
-def prepare(img8: np.ndarray) -> np.ndarray:
-    """8x8 digits (..., 8, 8) -> the lesson's standardised (..., 1, 28, 28) inputs, each image
-    standardised by its own mean and standard deviation."""
-    img = zoom_bilinear(img8)
+def standardise(img: np.ndarray) -> np.ndarray:
+    """Images (..., H, W) -> the network's (..., 1, H, W) inputs, each image standardised by its
+    own mean and standard deviation as the lesson does: ``(img - mean) / (std + 1e-5)``."""
+    img = np.asarray(img, dtype=np.float64)
     mean = img.mean(axis=(-2, -1), keepdims=True)
     std = img.std(axis=(-2, -1), keepdims=True)
     return ((img - mean) / (std + 1e-5))[..., np.newaxis, :, :]
+
+
+def prepare(img8: np.ndarray) -> np.ndarray:
+    """8x8 digits (..., 8, 8) -> the lesson's standardised (..., 1, 28, 28) inputs."""
+    return standardise(zoom_bilinear(img8))
 
 
 def _digits_csv() -> Path:
