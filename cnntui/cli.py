@@ -65,7 +65,7 @@ def _index(text: str) -> int:
     return value
 
 
-APP_OPTIONS = ("--index", "--weights", "--color", "--arch")
+APP_OPTIONS = ("--index", "--weights", "--color", "--arch", "--data", "--image", "--label")
 ARCH_HELP = ("simple (the lesson's SimpleCNN, default) | strided (stride-2 convs, no pooling) | "
              "separable (conv2 depthwise then pointwise); a weights file picks its own")
 
@@ -74,23 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnntui", description="A terminal debugger for a CNN written from scratch in NumPy.")
     parser.add_argument("--index", type=_index, default=None,
-                        help="digit to open (0-1796; default: the test digit the network is "
-                             "least sure about)")
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                        help=f"{DEFAULT_WEIGHTS} (default) | seed (the lesson's) | PATH to "
-                             "an .npz")
+                        help="digit to open (digits 0-1796, MNIST 0-69999: training digits "
+                             "first; default: the test digit the network is least sure about)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help=WEIGHTS_HELP)
     parser.add_argument("--color", choices=["auto", "truecolor", "256", "16", "none"],
                         default="auto", help="colour depth of the heatmaps")
     add_arch(parser)
+    add_input(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def weights_and_index(p: argparse.ArgumentParser) -> None:
         add_arch(p)
-        p.add_argument("--index", type=_index, default=0, help="digit index (0-1796)")
-        p.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                       help=f"{DEFAULT_WEIGHTS} (default, as in the debugger) | seed (the "
-                            "lesson's) | PATH")
+        p.add_argument("--index", type=_index, default=None,
+                       help="digit index (digits 0-1796, MNIST 0-69999; default 0)")
+        p.add_argument("--weights", default=DEFAULT_WEIGHTS, help=WEIGHTS_HELP)
         p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+        add_input(p)
 
     p = sub.add_parser("trace", help="every step of one digit's forward and backward pass")
     weights_and_index(p)
@@ -112,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time the lesson loops, the NumPy path and PyTorch")
     add_arch(p)
+    add_data(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=int, default=None,
                    help="timed rounds per measurement, interleaved (default 15)")
@@ -122,6 +122,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     return parser
+
+
+WEIGHTS_HELP = (f"{DEFAULT_WEIGHTS} (default: shipped, trained on MNIST for --data mnist and "
+                "--image, else on the digits) | seed (the lesson's) | PATH to an .npz")
+
+
+def _label(text: str) -> int:
+    value = _index(text)
+    if value > 9:
+        raise argparse.ArgumentTypeError(f"{value} is not a digit; labels are 0 to 9")
+    return value
+
+
+def _data(text: str) -> str:
+    name, colon, folder = text.partition(":")
+    if name not in ("digits", "mnist") or (colon and (name == "digits" or not folder)):
+        raise argparse.ArgumentTypeError(
+            f"there is no data set {text!r}: choose digits, mnist or mnist:DIR")
+    return text
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    from cnntui.data import DATA_HELP
+
+    p.add_argument("--data", type=_data, default="digits", metavar="digits|mnist[:DIR]",
+                   help=DATA_HELP)
+
+
+def add_input(p: argparse.ArgumentParser) -> None:
+    """--data, --image and --label: what the debugger, trace, verify and explain look at."""
+    add_data(p)
+    p.add_argument("--image", metavar="FILE",
+                   help="your own digit instead (PNG, JPEG, PGM or .npy), prepared as MNIST's")
+    p.add_argument("--label", type=_label, default=None,
+                   help="the label for the loss (default: the digit's own; for --image, the "
+                        "predicted class)")
 
 
 def add_arch(p: argparse.ArgumentParser) -> None:
@@ -135,12 +171,15 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     from cnntui.training import DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train the network on the digits (headless)",
-                       description="Train the network (--arch) on the digits' training split and "
-                                   "score it on the test split. Ctrl-C stops after the current "
-                                   "batch.")
+    p = sub.add_parser("train", help="train the network on the digits or MNIST (headless)",
+                       description="Train the network (--arch) on a data set's training split "
+                                   "and score it on its test split. Ctrl-C stops after the "
+                                   "current batch.")
     add_arch(p)
-    p.add_argument("--epochs", type=int, help=f"passes over the training set (default {d.epochs})")
+    add_data(p)
+    m = TrainConfig.for_data("mnist")
+    p.add_argument("--epochs", type=int, help=f"passes over the training set (default "
+                                              f"{d.epochs}, {m.epochs} for MNIST)")
     p.add_argument("--lr", type=float, help=f"base learning rate (default {d.lr:g})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default {d.optimizer}")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
@@ -206,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_app_inputs(args: argparse.Namespace) -> None:
     """Raise the errors ``run_app`` raises for bad weights or a digit index, without the UI."""
-    from cnntui.data import load_digits
+    from cnntui.data import load_sample, weights_data
     from cnntui.model import architecture_of, weights_from
 
     spec = args.weights or DEFAULT_WEIGHTS
-    weights_from(spec, architecture_of(spec, args.arch))
-    if args.index is not None:  # None: run_app picks one
-        load_digits().get(args.index)
+    weights_from(spec, architecture_of(spec, args.arch), weights_data(args.data, args.image))
+    if args.image is not None or args.index is not None:  # None: run_app picks one
+        load_sample(args.data, args.index, args.image, args.label)
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -38,24 +38,19 @@ def _grid_text(grid) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnntui import explain, model
-    from cnntui.data import load_digits
-    from cnntui.trace import build_trace
+    from cnntui import explain
+    from cnntui.report import trace_for
 
     cell = parse_cell(args.cell)
-    arch = model.architecture_of(args.weights, args.arch)
-    params, weights = model.weights_from(args.weights, arch)
-    x, label = load_digits().get(args.index)
     with np.errstate(all="ignore"):  # overflowing weights show as NaN/Inf in the numbers
-        trace = build_trace(params, x, label, index=args.index, dtype=args.dtype,
-                            weights=weights, arch=arch)
+        trace, _ = trace_for(args, attach=False)
         e = explain.explain_cell(trace, args.step, cell)
     if args.json:
         json.dump(e.to_json(), sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return 0
-    out = [f"{arch.name}  digit #{args.index} (label {label})  weights: {weights}  "
-           f"{trace.dtype}", *e.lines]
+    out = [f"{trace.arch.name}  {trace.input_name} ({trace.label_text})  weights: "
+           f"{trace.weights}  {trace.dtype}", *e.lines]
     for grid in e.grids:
         out += _grid_text(grid)
     if e.receptive_field is not None:

@@ -19,7 +19,7 @@ import numpy as np
 from cnntui import layers, ops
 
 if TYPE_CHECKING:
-    from cnntui.data import Digits
+    from cnntui.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -178,16 +178,16 @@ def predict(arch: Architecture, params: dict[str, np.ndarray], images: np.ndarra
 
 
 def least_sure_test_digit(arch: Architecture, params: dict[str, np.ndarray],
-                          digits: Digits | None = None) -> tuple[int, float]:
+                          digits: Dataset | None = None) -> tuple[int, float]:
     """The test digit the network is least sure about: of the fixed split's test digits
     (``Digits.test_idx``), the one whose predicted class has the lowest probability,
     ``argmin_i max_c probs[i, c]``, ties going to the lower digit index. Returns (its index in
     the full set, that probability); one batched ``predict`` over the 360 test digits."""
-    from cnntui.data import load_digits, stratified_test_indices
+    from cnntui.data import load_digits
 
     digits = load_digits() if digits is None else digits
-    test = stratified_test_indices(digits.labels)  # digits.test_idx, without scikit-learn
-    confidence = predict(arch, params, digits.images[test]).max(axis=1)
+    test = digits.test_indices()
+    confidence = predict(arch, params, digits.prepared(test)).max(axis=1)
     k = int(np.argmin(confidence))  # the first of equal minima: the lowest index
     return int(test[k]), float(confidence[k])
 
@@ -340,11 +340,15 @@ PRETRAINED = "pretrained"
 SEED = "seed"
 
 
-def pretrained_path(arch: Architecture = SIMPLE_CNN) -> Path:
-    """Where the shipped weights for ``arch`` live inside the installed package."""
+def pretrained_path(arch: Architecture = SIMPLE_CNN, data: str = "digits") -> Path:
+    """Where the shipped weights for ``arch`` live inside the installed package: trained on
+    MNIST for ``data="mnist"`` (SimpleCNN only; the others ship weights trained on the digits)."""
     from importlib.resources import files
 
-    name = "pretrained.npz" if arch is SIMPLE_CNN else f"pretrained-{arch.key}.npz"
+    if data == "mnist" and arch is SIMPLE_CNN:
+        name = "pretrained-mnist.npz"
+    else:
+        name = "pretrained.npz" if arch is SIMPLE_CNN else f"pretrained-{arch.key}.npz"
     return Path(str(files("sample_data") / name))
 
 
@@ -373,15 +377,18 @@ def architecture_of(spec: str, key: str | None = None) -> Architecture:
     return BY_NAME[saved]
 
 
-def weights_from(spec: str, arch: Architecture = SIMPLE_CNN) -> tuple[dict[str, np.ndarray], str]:
-    """``seed`` (the lesson's initialisation), ``pretrained`` (shipped), or a path to an .npz.
-    Returns (params, a short description for headers)."""
+def weights_from(spec: str, arch: Architecture = SIMPLE_CNN, data: str = "digits"
+                 ) -> tuple[dict[str, np.ndarray], str]:
+    """``seed`` (the lesson's initialisation), ``pretrained`` (shipped; trained on MNIST when
+    ``data`` is mnist, which own images use too), or a path to an .npz. Returns (params, a
+    short description for headers)."""
     if spec == SEED:
         return arch.init_params(), SEED
     if spec == PRETRAINED:
-        path = pretrained_path(arch)
+        path = pretrained_path(arch, data)
         if not path.is_file():
             raise WeightsError(f"no pretrained weights for {arch.name} are installed; use "
                                f"--weights seed or a path")
-        return load_weights(path, arch)[0], PRETRAINED
+        desc = "pretrained-mnist" if path.name == "pretrained-mnist.npz" else PRETRAINED
+        return load_weights(path, arch)[0], desc
     return load_weights(spec, arch)[0], str(spec)

@@ -14,9 +14,9 @@ from rich import box
 from rich.table import Table
 
 from cnntui import gradcheck, model, reference, stats
-from cnntui.data import load_digits
+from cnntui.data import load_sample, weights_data
 from cnntui.terminal import Console, encodable, finite_or_null
-from cnntui.trace import Trace, build_trace
+from cnntui.trace import Trace, trace_sample
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,10 @@ class Options:
     """What ``cnntui trace`` and ``cnntui verify`` are asked for."""
 
     weights: str = model.PRETRAINED  # the debugger's default too
-    index: int = 0
+    index: int | None = None  # None: 0, unless an image is given
+    data: str = "digits"
+    image: str | None = None
+    label: int | None = None  # None: the digit's own (an image: the predicted class)
     dtype: str = "float64"
     arch: str | None = None  # None: what the weights file records, else simple
     json: bool = False
@@ -35,12 +38,13 @@ class Options:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
-def _trace(args: Options, attach: bool = True) -> tuple[Trace, dict[str, np.ndarray]]:
+def trace_for(args: Options | argparse.Namespace, attach: bool = True
+              ) -> tuple[Trace, dict[str, np.ndarray]]:
+    """The trace ``--weights --arch --data --index --image --label --dtype`` ask for."""
     arch = model.architecture_of(args.weights, args.arch)
-    params, weights = model.weights_from(args.weights, arch)
-    x, label = load_digits().get(args.index)
-    trace = build_trace(params, x, label, index=args.index, dtype=args.dtype, weights=weights,
-                        arch=arch)
+    params, weights = model.weights_from(args.weights, arch, weights_data(args.data, args.image))
+    sample = load_sample(args.data, args.index, args.image, args.label)
+    trace = trace_sample(params, sample, dtype=args.dtype, weights=weights, arch=arch)
     if attach:
         reference.attach(trace)
     return trace, params
@@ -74,7 +78,8 @@ def trace_document(trace: Trace, values: bool = False) -> dict:
             doc["values"] = step.value.tolist()
         steps.append(doc)
     doc = {
-        "index": trace.index, "label": trace.label, "prediction": trace.prediction,
+        "index": trace.index, "input": trace.input_name, "label": trace.label,
+        "label_given": trace.label_given, "prediction": trace.prediction,
         "probs": trace.probs.tolist(), "loss": trace.loss, "dtype": trace.dtype,
         "weights": trace.weights, "arch": trace.arch.key, "steps": steps,
     }
@@ -84,7 +89,7 @@ def trace_document(trace: Trace, values: bool = False) -> dict:
 
 
 def print_trace(trace: Trace, console: Console) -> None:
-    title = (f"{trace.arch.name}  digit #{trace.index}  label {trace.label}  predicted "
+    title = (f"{trace.arch.name}  {trace.input_name}  {trace.label_text}  predicted "
              f"{trace.prediction} ({trace.confidence:.0%})  loss {trace.loss:.4f}  "
              f"weights: {trace.weights}  {trace.dtype}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=title)
@@ -110,7 +115,7 @@ def print_trace(trace: Trace, console: Console) -> None:
 def main(command: str, args: Options) -> int:
     if command == "trace":
         with np.errstate(all="ignore"):  # overflowing weights are flagged in the output
-            trace, _ = _trace(args)
+            trace, _ = trace_for(args)
             if args.json:
                 json.dump(trace_document(trace, args.values), sys.stdout, allow_nan=False)
                 sys.stdout.write("\n")
@@ -175,13 +180,14 @@ def verify_trace(trace: Trace, params: dict[str, np.ndarray]) -> Verification:
 def verify(args: Options) -> int:
     """Exit 0 when every tensor agrees three ways, 1 (and the disagreeing tensors named)
     otherwise."""
-    trace, params = _trace(args, attach=False)
+    trace, params = trace_for(args, attach=False)
     v = verify_trace(trace, params)
     rows, problems, notes, unchecked = v.rows, v.problems, v.notes, v.unchecked
     tol = reference.TOLERANCE[trace.dtype]
     ok_all = v.ok
     if args.json:
-        json.dump({"index": trace.index, "arch": trace.arch.key, "dtype": trace.dtype,
+        json.dump({"index": trace.index, "input": trace.input_name, "label": trace.label,
+                   "label_given": trace.label_given, "arch": trace.arch.key, "dtype": trace.dtype,
                    "weights": trace.weights,
                    "tolerances": {"reference": tol,
                                   "gradcheck": gradcheck.GRADCHECK_TOLERANCE},
@@ -190,7 +196,7 @@ def verify(args: Options) -> int:
         sys.stdout.write("\n")
         return 0 if ok_all else 1
     console = Console()
-    table = Table(title=f"verify {trace.arch.name} digit #{trace.index} ({trace.dtype}, "
+    table = Table(title=f"verify {trace.arch.name} {trace.input_name} ({trace.dtype}, "
                         f"weights: {trace.weights})")
     for col in ("name", "lesson loops rel", "PyTorch max|d|", "PyTorch rel",
                 "finite diff rel (entries)", "verdict"):

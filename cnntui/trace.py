@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnntui import layers, model
+from cnntui.data import DIGITS_EXPLANATION, Sample
 
-# the input's explanation; every layer explains itself (cnntui/layers.py)
-INPUT_EXPLANATION = layers.Explanation(
-    "x = (img - mean) / (std + 1e-5), zoomed 8x8 -> 28x28",
-    "x = prepare(digits.images[i])  # zoom(img, 3.5, order=1), standardise")
+# the input's explanation when none is given; every layer explains itself (cnntui/layers.py)
+INPUT_EXPLANATION = layers.Explanation(*DIGITS_EXPLANATION)
 
 SIGNED_KINDS = {"conv", "linear", "input"}  # outputs of these can be negative
 
@@ -68,6 +67,18 @@ class Trace:
     weights: str  # where the weights came from: "seed", "pretrained", a path
     steps: list[Step]
     arch: model.Architecture = model.SIMPLE_CNN
+    source: str = ""  # what the input is, for headers: "digit #5", "MNIST #60003", "image 7.png"
+    label_given: bool = True  # False: no label was given; the loss is towards the prediction
+
+    @property
+    def input_name(self) -> str:
+        return self.source or f"digit #{self.index}"
+
+    @property
+    def label_text(self) -> str:
+        """``label 3``, or for an unlabelled input what the loss is taken towards."""
+        return f"label {self.label}" if self.label_given else \
+            f"no label: loss towards the predicted {self.label}"
 
     @property
     def confidence(self) -> float:
@@ -91,10 +102,13 @@ class Trace:
         return next(i for i, s in enumerate(self.steps) if s.phase == "backward")
 
 
-def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
+def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int | None, *,
                 index: int | None = None, dtype: str = "float64", weights: str = "seed",
-                arch: model.Architecture = model.SIMPLE_CNN) -> Trace:
-    """Run one (C, H, W) image forward and backward and return its ordered steps."""
+                arch: model.Architecture = model.SIMPLE_CNN, source: str = "",
+                input_explanation: layers.Explanation = INPUT_EXPLANATION) -> Trace:
+    """Run one (C, H, W) image forward and backward and return its ordered steps. Without a
+    ``label`` the loss is taken towards the predicted class, so the backward pass shows what
+    would make the network surer of its own answer."""
     x = np.asarray(x)
     expected = arch.input_shape
     if x.shape != expected:
@@ -102,6 +116,10 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
     if not np.all(np.isfinite(x)):
         raise ValueError("the input image contains NaN or Inf values")
     params = model.cast_params(params, dtype)
+    label_given = label is not None
+    if label is None:
+        probs = model.forward(arch, params, x.astype(dtype)[None]).acts[arch.layers[-1].out]
+        label = int(np.argmax(probs[0]))
     p = model.loss_and_grads(arch, params, x.astype(dtype)[None], np.array([label]))
     acts = {k: v[0] for k, v in p.acts.items()}
     grads = {k: (v if k[1:] in params else v[0]) for k, v in p.grads.items()}
@@ -111,7 +129,7 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
     def add(phase: str, layer: layers.Layer | None, name: str, value: np.ndarray, role: str,
             inputs: dict, cache: dict, **names: object) -> None:
         names.setdefault("out", name)
-        e = INPUT_EXPLANATION if layer is None else layer.explain(role, names)
+        e = input_explanation if layer is None else layer.explain(role, names)
         steps.append(Step(
             index=len(steps), phase=phase, layer=layer.name if layer else "input",
             kind=layer.kind if layer else "input", name=name, value=value, inputs=inputs,
@@ -150,7 +168,7 @@ def build_trace(params: dict[str, np.ndarray], x: np.ndarray, label: int, *,
     probs = acts[last.out]
     return Trace(index=index, label=int(label), prediction=int(np.argmax(probs)), probs=probs,
                  loss=float(p.loss), dtype=str(np.dtype(dtype)), weights=weights, steps=steps,
-                 arch=arch)
+                 arch=arch, source=source, label_given=label_given)
 
 
 def trace_digit(params: dict[str, np.ndarray], index: int, *, dtype: str = "float64",
@@ -158,5 +176,13 @@ def trace_digit(params: dict[str, np.ndarray], index: int, *, dtype: str = "floa
     """The trace of digit ``index`` of the digits set."""
     from cnntui.data import load_digits
 
-    x, label = load_digits().get(index)
-    return build_trace(params, x, label, index=index, dtype=dtype, weights=weights, arch=arch)
+    return trace_sample(params, load_digits().sample(index), dtype=dtype, weights=weights,
+                        arch=arch)
+
+
+def trace_sample(params: dict[str, np.ndarray], sample: Sample, *, dtype: str = "float64",
+                 weights: str = "seed", arch: model.Architecture = model.SIMPLE_CNN) -> Trace:
+    """The trace of one input (a data set's digit or the user's own image)."""
+    return build_trace(params, sample.x, sample.label, index=sample.index, dtype=dtype,
+                       weights=weights, arch=arch, source=sample.name,
+                       input_explanation=layers.Explanation(*sample.explanation))

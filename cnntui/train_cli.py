@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cnntui import model
-from cnntui.data import load_digits
+from cnntui.data import load_dataset, weights_data
 from cnntui.training import (
     BatchEnd,
     ConfigError,
@@ -33,7 +33,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 "schedule", "momentum") if getattr(args, name, None) is not None}
     if getattr(args, "no_augment", False):
         changes["augment"] = False
-    config = replace(TrainConfig(), **changes)
+    config = replace(TrainConfig.for_data(getattr(args, "data", "digits")), **changes)
     config.validate()
     return config
 
@@ -45,6 +45,7 @@ class TrainOptions:
     config: TrainConfig
     weights: str = model.SEED  # start from
     arch: str | None = None
+    data: str = "digits"
     out: str | None = None
     json: bool = False
     train_limit: int | None = None
@@ -75,15 +76,15 @@ def main(args: TrainOptions) -> int:
         report = bench_against_torch(config, epochs=args.bench_epochs,
                                      threads=args.bench_threads, arch=arch)
         return _print_bench(report, args.json, Console())
-    params, _ = model.weights_from(args.weights, arch)
+    params, _ = model.weights_from(args.weights, arch, weights_data(args.data, None))
     out = None if args.out is None else _check_writable(args.out)
-    digits = load_digits()
+    digits = load_dataset(args.data)
     train_idx = digits.train_idx
     if args.train_limit is not None:
         if args.train_limit < 1:
             raise ConfigError("--train-limit must be at least 1")
         train_idx = train_idx[:args.train_limit]
-    trainer = Trainer(config, params=params, digits=digits, train_idx=train_idx, arch=arch)
+    trainer = Trainer(config, params=params, data=digits, train_idx=train_idx, arch=arch)
     # with --out, a reader going away (| head) must not cost the weights
     console = Console(stderr=args.json, highlight=False, keep_going=out is not None)
 
@@ -117,7 +118,7 @@ def main(args: TrainOptions) -> int:
                "saved": None if saved is None else str(saved), "saved_epoch": saved_epoch}
         print(json.dumps(finite_or_null(doc), indent=2, allow_nan=False))
     else:
-        _print_summary(result, console, saved, saved_epoch)
+        _print_summary(result, console, saved, saved_epoch, args.data)
     if saved is not None:
         console.print(f"saved the weights{note} to {saved}")
     elif note:
@@ -195,15 +196,16 @@ def _run_with_progress(trainer: Trainer, console: Console,
         return trainer.run(on_event)
 
 
-def open_command(saved: Path | None, index: int | str = "N") -> str:
-    """The command that opens digit ``index`` with the weights saved to ``saved``."""
+def open_command(saved: Path | None, index: int | str = "N", data: str = "digits") -> str:
+    """The command that opens digit ``index`` of ``data`` with the weights saved to ``saved``."""
     import shlex
 
-    return f"cnntui --weights {shlex.quote(str(saved))} --index {index}"
+    on = "" if data == "digits" else f" --data {shlex.quote(data)}"
+    return f"cnntui --weights {shlex.quote(str(saved))}{on} --index {index}"
 
 
 def _print_summary(result: TrainResult, console: Console, saved: Path | None = None,
-                   saved_epoch: int | None = None) -> None:
+                   saved_epoch: int | None = None, data: str = "digits") -> None:
     """The outcome; the confusion matrix and the misclassified digits once an epoch is done,
     of the weights saved to ``saved`` (after ``saved_epoch`` epochs) if they were saved."""
     from rich.table import Table
@@ -238,11 +240,13 @@ def _print_summary(result: TrainResult, console: Console, saved: Path | None = N
         console.print(f"misclassified test digits ({len(wrong)}): " + ", ".join(wrong[:24])
                       + more, markup=False)
         if saved is not None:
-            console.print(f"open one with these weights: {open_command(saved)}", markup=False)
+            console.print(f"open one with these weights: {open_command(saved, data=data)}",
+                          markup=False)
         elif result.status == "finished":
-            console.print("these weights were not saved; to open one of these digits with them, "
-                          "train again with the same flags and --out FILE (a run gives the same "
-                          f"weights each time), then {open_command(Path('FILE'))}", markup=False)
+            console.print("these weights were not saved; to open one of these digits with "
+                          "them, train again with the same flags and --out FILE (a run gives "
+                          "the same weights each time), then "
+                          f"{open_command(Path('FILE'), data=data)}", markup=False)
         else:
             console.print("these weights were not saved (train with --out FILE to keep them)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -21,8 +22,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from cnntui import model
-from cnntui.data import load_digits
-from cnntui.trace import Step, Trace, trace_digit
+from cnntui.data import Dataset, Sample, load_dataset, load_digits
+from cnntui.trace import Step, Trace, trace_sample
 from cnntui.training import TrainConfig, Trainer
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
@@ -76,7 +77,8 @@ class CnnApp(App[int]):
                  index: int = 0, color: str = "auto", reference: str = "thread",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
                  trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None,
-                 arch: model.Architecture = model.SIMPLE_CNN, notice: str | None = None):
+                 arch: model.Architecture = model.SIMPLE_CNN, notice: str | None = None,
+                 data: Dataset | None = None, sample: Sample | None = None):
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {', '.join(REFERENCE_MODES)}")
         self.color_mode = detect_mode() if color == "auto" else color
@@ -89,11 +91,12 @@ class CnnApp(App[int]):
         self.params = params
         self.weights_desc = weights_desc
         self.arch = arch
-        self.digits = load_digits()
-        self.digits.get(index)  # a clear IndexError before anything starts
-        self.index = index
+        self.digits = data or load_digits()  # the data set the picker and [ ] page through
+        # the input shown: digit ``index`` of the data set, or the user's own image or drawing
+        self.sample = sample or self.digits.sample(index)  # a clear IndexError first
+        self.index = index if self.sample.index is None else self.sample.index
         self.step_index = 0
-        self.trace: Trace = trace_digit(params, index, weights=weights_desc, arch=arch)
+        self.trace: Trace = trace_sample(params, self.sample, weights=weights_desc, arch=arch)
         self.reference_mode = reference
         self.reference_state = "off" if reference == "off" else "loading"
         self.predictions_mode = predictions
@@ -106,7 +109,8 @@ class CnnApp(App[int]):
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
         self.trainer_factory = trainer_factory or (
-            lambda params: Trainer(TrainConfig(), params=params, digits=self.digits,
+            lambda params: Trainer(TrainConfig.for_data(self.digits.name), params=params,
+                                   data=self.digits,
                                    arch=self.arch))
         self.training: TrainingScreen | None = None
         if reference == "sync":
@@ -136,7 +140,13 @@ class CnnApp(App[int]):
         """Show digit ``index`` (wrapping around the set) at the same step."""
         index %= len(self.digits.labels)
         self.index = index
-        self.trace = trace_digit(self.params, index, weights=self.weights_desc, arch=self.arch)
+        self.show_sample(self.digits.sample(index))
+
+    def show_sample(self, sample: Sample) -> None:
+        """Show ``sample`` (a digit of the data set, or an own image or drawing) at the same
+        step."""
+        self.sample = sample
+        self.trace = trace_sample(self.params, sample, weights=self.weights_desc, arch=self.arch)
         self.step_index = min(self.step_index, len(self.trace.steps) - 1)
         if self.reference_mode == "sync":
             self._attach_now()
@@ -160,7 +170,10 @@ class CnnApp(App[int]):
         self.weights_desc = desc
         self.predictions = self.confidences = None
         self._predicting = False
-        self.set_digit(self.index if index is None else index)
+        if index is None:
+            self.show_sample(self.sample)
+        else:
+            self.set_digit(index)
         if name in self.trace.names:  # the same tensor in another network (dx stays dx)
             self.go_to(self.trace.position(name))
         if self.predictions_mode == "sync":
@@ -235,7 +248,11 @@ class CnnApp(App[int]):
     def _compute_predictions(self, params: dict[str, np.ndarray] | None = None
                              ) -> tuple[np.ndarray, np.ndarray]:
         params = self.params if params is None else params
-        probs = model.predict(self.arch, params, self.digits.images)
+        chunk = 4096  # MNIST's 70,000 inputs at once would take 440 MB
+        probs = np.concatenate([
+            model.predict(self.arch, params, self.digits.prepared(np.arange(i, min(
+                i + chunk, len(self.digits)))))
+            for i in range(0, len(self.digits), chunk)])
         return probs.argmax(axis=1), probs.max(axis=1)
 
     def _store_predictions(self, predictions: np.ndarray, confidences: np.ndarray) -> None:
@@ -355,7 +372,8 @@ class CnnApp(App[int]):
         """Save an SVG of the screen shown to ``screenshot_dir`` under a new name; if that
         folder is missing, to the temporary folder, and say so."""
         step = self.trace.steps[self.step_index]
-        stem = f"cnntui-digit{self.index}-{step.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        what = re.sub(r"[^a-z0-9]+", "", self.trace.input_name.lower())  # digit5, imagea7png
+        stem = f"cnntui-{what}-{step.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder, note = self.screenshot_dir, ""
         if not folder.is_dir():
             folder = Path(tempfile.gettempdir())
@@ -391,18 +409,29 @@ def _write_new_file(folder: Path, stem: str, suffix: str, text: str) -> Path:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    """``cnntui`` without a subcommand. Weight and index errors raise before the app starts
-    (``cnntui.cli`` prints them as one sentence and exits 1)."""
+    """``cnntui`` without a subcommand. Weight, data, image and index errors raise before the
+    app starts (``cnntui.cli`` prints them as one sentence and exits 1)."""
+    from cnntui.data import load_sample, weights_data
+
     spec = args.weights or model.PRETRAINED
+    data_spec, image = getattr(args, "data", "digits"), getattr(args, "image", None)
+    label = getattr(args, "label", None)
     arch = model.architecture_of(spec, getattr(args, "arch", None))
-    params, desc = model.weights_from(spec, arch)
-    index, notice = getattr(args, "index", None), None
-    if index is None:  # a digit whose backward pass shows something, not one at 100%
-        index, confidence = model.least_sure_test_digit(arch, params)
-        notice = (f"digit #{index}: the test digit the network is least sure about (its "
-                  f"prediction at {confidence:.0%}); --index N opens another")
-    load_digits().get(index)
-    app = CnnApp(params, desc, index=index, color=getattr(args, "color", "auto"),
-                 arch=arch, notice=notice)
+    params, desc = model.weights_from(spec, arch, weights_data(data_spec, image))
+    data = load_dataset(data_spec)
+    index, notice, sample = getattr(args, "index", None), None, None
+    if image is not None:
+        sample = load_sample(data_spec, None, image, label)
+        if label is None:
+            notice = (f"{sample.name} has no label, so the backward pass goes towards the "
+                      f"predicted class; --label N sets one")
+    elif index is None:  # a digit whose backward pass shows something, not one at 100%
+        index, confidence = model.least_sure_test_digit(arch, params, data)
+        notice = (f"{data.title} #{index}: the test digit the network is least sure about "
+                  f"(its prediction at {confidence:.0%}); --index N opens another")
+    if sample is None:
+        sample = data.sample(index, -1 if label is None else label)
+    app = CnnApp(params, desc, index=index or 0, color=getattr(args, "color", "auto"),
+                 arch=arch, notice=notice, data=data, sample=sample)
     result = app.run()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code)

@@ -63,8 +63,8 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False,
         t.append(f" (NaN/Inf from {first_bad.name})", WARN_STYLE)
     if playing:
         t.append("  ▶ playing", WARN_STYLE)
-    t.append(f"  digit #{trace.index} ", "bold")
-    t.append(f"(label {trace.label}, ")
+    t.append(f"  {trace.input_name} ", "bold")
+    t.append(f"({trace.label_text}, ")
     if np.all(np.isfinite(trace.probs)):
         t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
                  "green" if right else "bold red")

@@ -1,5 +1,6 @@
 """The digit picker: a grid of thumbnails with label and prediction, filterable by class and by
-"wrong predictions only"; Enter chooses."""
+"wrong predictions only", with a jump to an index; Enter chooses. Rows are rendered on demand
+(Line API) and cached, so paging through MNIST's 70,000 digits costs what one screen costs."""
 
 from __future__ import annotations
 
@@ -18,19 +19,19 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from cnntui.stats import nonfinite_counts
 from screens.colors import palette
 from screens.views import Tile, View
-from screens.widgets.tensor_view import tile_cells
+from screens.widgets.tensor_view import shrink, tile_cells
 from screens.widgets.too_small import TooSmall
 
 if TYPE_CHECKING:
     from screens.app import CnnApp
 
 CELL_W, CELL_H = 10, 5  # 8 columns of thumbnail + gap; 4 rows of thumbnail + caption
-THUMB_VIEW = View("tiles", "", False, 0.0, 16.0, True)
+THUMB_PIXELS = 8  # a thumbnail's width: the digits' own 8x8, MNIST's 28x28 at 1/4 (7x7)
 CURSOR = Style(reverse=True, bold=True)
 WRONG = Style(color="red", bold=True)
 
@@ -42,10 +43,12 @@ class DigitGrid(ScrollView, can_focus=False):
     DigitGrid { height: 1fr; scrollbar-size-vertical: 1; }
     """
 
-    def __init__(self, raw: np.ndarray, labels: np.ndarray, mode: str, *,
-                 id: str | None = None) -> None:
+    def __init__(self, raw: np.ndarray, labels: np.ndarray, mode: str, raw_max: float = 16.0,
+                 *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.raw, self.labels, self.mode = raw, labels, mode
+        self.view = View("tiles", "", False, 0.0, raw_max, True)
+        self.reduce = -(-raw.shape[-1] // THUMB_PIXELS)  # 1 for the digits, 4 for MNIST
         self.predictions: np.ndarray | None = None
         self.indices = np.arange(len(labels))
         self.cursor = 0
@@ -98,9 +101,20 @@ class DigitGrid(ScrollView, can_focus=False):
 
     def thumb(self, index: int) -> list[list[Segment]]:
         if index not in self._thumbs:
-            tile = Tile("", self.raw[index].astype(float), 0.0, 16.0)
-            self._thumbs[index] = tile_cells(tile, THUMB_VIEW, palette(self.mode, False), 1)
+            tile = shrink(Tile("", self.raw[index].astype(float), self.view.lo, self.view.hi),
+                          self.reduce)
+            rows = tile_cells(tile, self.view, palette(self.mode, False), 1)
+            pad = THUMB_PIXELS - tile.data.shape[1]
+            self._thumbs[index] = [r + [Segment(" " * pad)] if pad else r for r in rows]
         return self._thumbs[index]
+
+    def jump(self, index: int) -> bool:
+        """Put the cursor on digit ``index``; False if the filter hides it."""
+        pos = np.flatnonzero(self.indices == index)
+        if not len(pos):
+            return False
+        self.move(int(pos[0]) - self.cursor)
+        return True
 
     def caption(self, index: int, is_cursor: bool) -> Segment:
         label = int(self.labels[index])
@@ -165,14 +179,20 @@ class PickerScreen(ModalScreen[int | None]):
         Binding("pageup", "move_row(-4)", "Page up", show=False, id="picker_page_up"),
         *[Binding(str(k), f"only_class({k})", f"Only class {k}", show=False,
                   id=f"picker_class_{k}") for k in range(10)],
+        Binding("home", "move(-1000000)", "First", show=False, id="picker_first"),
+        Binding("end", "move(1000000)", "Last", show=False, id="picker_last"),
         Binding("w", "wrong", "Wrong only", id="picker_wrong"),
         Binding("a", "all", "All digits", id="picker_all"),
+        Binding("g,slash", "jump", "Go to index", id="picker_jump",
+                tooltip="Type a digit's index and press Enter"),
     ]
     DEFAULT_CSS = """
     PickerScreen { align: center middle; }
     PickerScreen > Vertical { width: 100%; height: 100%; border: round $accent;
                               background: $surface; }
     PickerScreen #picker-status, PickerScreen #picker-filter { height: 1; }
+    PickerScreen #picker-jump { height: 1; border: none; padding: 0 1; display: none; }
+    PickerScreen #picker-jump.shown { display: block; }
     """
 
     def __init__(self, current: int) -> None:
@@ -189,9 +209,13 @@ class PickerScreen(ModalScreen[int | None]):
         digits = self.cnn.digits
         with Vertical() as v:
             v.border_title = "choose a digit"
-            v.border_subtitle = "Enter choose · Esc cancel · 0-9 class · w wrong only · a all"
+            v.border_subtitle = ("Enter choose · Esc cancel · 0-9 class · w wrong · a all · "
+                                 "g go to")
             yield Static(id="picker-filter")
-            yield DigitGrid(digits.raw, digits.labels, self.cnn.color_mode, id="grid")
+            yield Input(placeholder=f"go to index (0-{len(digits) - 1}), Enter", id="picker-jump",
+                        restrict=r"[0-9]*", disabled=True)  # no keys until it is opened
+            yield DigitGrid(digits.raw, digits.labels, self.cnn.color_mode, digits.raw_max,
+                            id="grid")
             yield Static(id="picker-status")
         yield TooSmall()
 
@@ -246,7 +270,10 @@ class PickerScreen(ModalScreen[int | None]):
             s.append("no digit matches this filter", "bold red")
         else:
             label = int(self.cnn.digits.labels[index])
-            s.append(f"digit #{index}  label {label}", "bold")
+            s.append(f"{self.cnn.digits.title} #{index}  label {label}", "bold")
+            if self.cnn.digits.name == "mnist":
+                s.append("  (training set)" if index < self.cnn.digits.n_train
+                         else "  (test set)", "dim")
             if self.cnn.predictions is not None:
                 pred = int(self.cnn.predictions[index])
                 conf = float(self.cnn.confidences[index])
@@ -281,10 +308,43 @@ class PickerScreen(ModalScreen[int | None]):
         self.only, self.wrong = None, False
         self.apply_filter()
 
+    def action_jump(self) -> None:
+        box = self.query_one("#picker-jump", Input)
+        box.value = ""
+        box.disabled = False
+        box.add_class("shown")
+        box.focus()
+
+    def _close_jump(self) -> None:
+        box = self.query_one("#picker-jump", Input)
+        box.remove_class("shown")
+        box.disabled = True
+        self.set_focus(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._close_jump()
+        if not event.value:
+            return
+        index = int(event.value)
+        if index >= len(self.cnn.digits):
+            self.notify(f"there is no digit {index}: the indices go from 0 to "
+                        f"{len(self.cnn.digits) - 1}", severity="warning")
+            return
+        grid = self.query_one(DigitGrid)
+        if not grid.jump(index):  # hidden by the filter: show everything, then go there
+            self.only, self.wrong = None, False
+            self.apply_filter()
+            grid.jump(index)
+        self.update_status()
+
     def action_choose(self) -> None:
         index = self.query_one(DigitGrid).selected
         if index is not None:
             self.dismiss(index)
 
     def action_cancel(self) -> None:
+        if self.query_one("#picker-jump", Input).has_class("shown"):
+            self._close_jump()
+            return
         self.dismiss(None)

@@ -165,7 +165,7 @@ def _training_app(tmp_path, **kw):
     digits = load_digits()
 
     def trainer(params=None) -> Trainer:  # noqa: ANN001
-        return Trainer(TrainConfig(epochs=1, batch_size=32), params=params, digits=digits,
+        return Trainer(TrainConfig(epochs=1, batch_size=32), params=params, data=digits,
                        train_idx=digits.train_idx[:64], test_idx=digits.test_idx[:60])
 
     params, desc = model.weights_from(model.PRETRAINED)

@@ -42,7 +42,7 @@ def digits():
 
 def small(digits, **changes) -> Trainer:
     config = TrainConfig(**{"epochs": 2, "batch_size": 32, **changes})
-    return Trainer(config, digits=digits, train_idx=digits.train_idx[:SMALL])
+    return Trainer(config, data=digits, train_idx=digits.train_idx[:SMALL])
 
 
 def assert_params_equal(a: dict, b: dict) -> None:
@@ -75,7 +75,7 @@ def test_untrained_loss_is_chance_level(digits):
     trainer = small(digits, epochs=1, optimizer="sgd", momentum=0.0)
     assert trainer.evaluate(uniform).loss == pytest.approx(math.log(10), abs=1e-12)
     first = []
-    Trainer(trainer.config, params=uniform, digits=digits, train_idx=trainer.train_idx).run(
+    Trainer(trainer.config, params=uniform, data=digits, train_idx=trainer.train_idx).run(
         lambda e: isinstance(e, BatchEnd) and e.step == 1 and first.append(e.loss))
     assert first[0] == pytest.approx(math.log(10), abs=1e-12)
 
@@ -142,7 +142,7 @@ def test_shifts_move_each_image_and_fill_with_its_background(rng):
 def test_numpy_training_matches_pytorch_for_an_epoch(digits, changes):
     """One full epoch of the training split (23 batches of 64) in float64, from the seed init."""
     config = TrainConfig(epochs=1, batch_size=64, dtype="float64", **changes)
-    trainer = Trainer(config, digits=digits)
+    trainer = Trainer(config, data=digits)
     assert trainer.run().status == "finished"
     x, y = digits.images[digits.train_idx], digits.labels[digits.train_idx]
     theirs, _ = torch_train(config, SIMPLE_CNN.init_params(), x, y)
@@ -190,7 +190,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_weights(digits,
 def test_batch_size_1_trains_through_single_confident_mistakes(digits):
     """One image's loss can exceed 4 ln 10 (the first Adam step alone gives 13 here) while the
     run learns: divergence is judged on the loss smoothed over recent images."""
-    trainer = Trainer(TrainConfig(epochs=1, batch_size=1), digits=digits,
+    trainer = Trainer(TrainConfig(epochs=1, batch_size=1), data=digits,
                       train_idx=digits.train_idx[:SMALL])
     losses = []
     result = trainer.run(lambda e: isinstance(e, BatchEnd) and losses.append(e.loss))
@@ -202,7 +202,7 @@ def test_batch_size_1_trains_through_single_confident_mistakes(digits):
 @pytest.mark.parametrize("batch_size", [1, 16])
 def test_a_far_too_large_lr_still_diverges_and_is_blamed(digits, batch_size):
     config = TrainConfig(epochs=1, batch_size=batch_size, lr=10.0, schedule="constant")
-    trainer = Trainer(config, digits=digits, train_idx=digits.train_idx[:SMALL])
+    trainer = Trainer(config, data=digits, train_idx=digits.train_idx[:SMALL])
     result = trainer.run()
     assert result.status == "diverged"
     assert "learning rate 10" in result.message and "smaller learning rate" in result.message
@@ -213,7 +213,7 @@ def test_weights_that_overflow_are_blamed_not_the_learning_rate(digits):
     params = SIMPLE_CNN.init_params()
     params["W1"] = params["W1"] * 1e300
     params["W2"] = params["W2"] * 1e300
-    trainer = Trainer(TrainConfig(epochs=1), params=params, digits=digits,
+    trainer = Trainer(TrainConfig(epochs=1), params=params, data=digits,
                       train_idx=digits.train_idx[:SMALL])
     result = trainer.run()
     assert result.status == "diverged" and "learning rate" not in result.message
@@ -399,7 +399,7 @@ def readme_training_accuracy() -> float:
 
 def test_shipped_weights_score_what_the_readme_states(digits):
     params, meta = model.load_weights(model.pretrained_path())
-    result = Trainer(TrainConfig(), params=params, digits=digits).evaluate()
+    result = Trainer(TrainConfig(), params=params, data=digits).evaluate()
     assert result.accuracy >= 0.985
     assert meta["test_accuracy"] == pytest.approx(result.accuracy, abs=1e-12)
     # the README rounds to 0.01%: at most 5e-5 away

@@ -84,7 +84,7 @@ async def test_training_screen_shows_every_conv_layers_filters_for_separable():
 
     digits = load_digits()
     app = open_app(arch, reference="off", trainer_factory=lambda params: Trainer(
-        TrainConfig(epochs=1), params=params, digits=digits, arch=arch,
+        TrainConfig(epochs=1), params=params, data=digits, arch=arch,
         train_idx=digits.train_idx[:128]))
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.press("t")

@@ -38,7 +38,7 @@ def factory(config: TrainConfig = TINY, n_train: int = 256, n_test: int = 120):
     digits = load_digits()
 
     def make(params=None) -> Trainer:  # noqa: ANN001
-        return Trainer(config, params=params, digits=digits,
+        return Trainer(config, params=params, data=digits,
                        train_idx=digits.train_idx[:n_train], test_idx=digits.test_idx[:n_test])
 
     return make

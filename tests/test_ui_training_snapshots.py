@@ -64,7 +64,7 @@ def finished_events() -> list[object]:
 
 
 def factory(params=None) -> Trainer:  # noqa: ANN001
-    return Trainer(TrainConfig(), params=params, digits=load_digits())
+    return Trainer(TrainConfig(), params=params, data=load_digits())
 
 
 SCREENS = {

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnntui import model, ops
-from cnntui.data import Digits, load_digits
+from cnntui.data import Dataset, load_digits
 from cnntui.model import SIMPLE_CNN, Architecture
 from cnntui.training.augment import epoch_plan, shift_images
 from cnntui.training.config import (
@@ -67,7 +67,7 @@ def evaluate(params: dict[str, np.ndarray], x: np.ndarray, labels: np.ndarray,
 
 
 class Trainer:
-    """Trains ``arch`` on the digits. Typical use from a UI thread worker::
+    """Trains ``arch`` on a data set (default: the digits). Typical use from a UI thread worker::
 
         trainer = Trainer(TrainConfig(epochs=10))
         result = trainer.run(callback)       # blocks, in a worker thread; events to callback
@@ -79,17 +79,16 @@ class Trainer:
     ``train_idx``/``test_idx`` default to the fixed split; a subset makes quick checks quick."""
 
     def __init__(self, config: TrainConfig | None = None, *, arch: Architecture = SIMPLE_CNN,
-                 params: dict[str, np.ndarray] | None = None, digits: Digits | None = None,
+                 params: dict[str, np.ndarray] | None = None, data: Dataset | None = None,
                  train_idx: np.ndarray | None = None, test_idx: np.ndarray | None = None) -> None:
         config = config or TrainConfig()
         config.validate()
         self.arch = arch
         self._config = config
-        digits = digits or load_digits()
-        self.train_idx = np.asarray(digits.train_idx if train_idx is None else train_idx)
-        self.test_idx = np.asarray(digits.test_idx if test_idx is None else test_idx)
-        self._images = digits.images
-        self._labels = digits.labels
+        self.data = data = data or load_digits()
+        self.train_idx = np.asarray(data.train_idx if train_idx is None else train_idx)
+        self.test_idx = np.asarray(data.test_idx if test_idx is None else test_idx)
+        self._labels = data.labels
         if len(self.train_idx) == 0 or len(self.test_idx) == 0:
             raise ConfigError("training needs at least one training and one test digit")
         self._cast_data()
@@ -108,10 +107,10 @@ class Trainer:
         self.last_evaluation: Evaluation | None = None
 
     def _cast_data(self) -> None:
-        dtype = self._config.dtype
-        self._x_train = self._images[self.train_idx].astype(dtype)
+        # the training images are prepared a batch at a time (MNIST's 60,000 in float64 would
+        # hold 380 MB); the test images once
         self._y_train = self._labels[self.train_idx]
-        self._x_test = self._images[self.test_idx].astype(dtype)
+        self._x_test = self.data.prepared(self.test_idx, self._config.dtype)
         self._y_test = self._labels[self.test_idx]
 
     # -- state, readable from any thread --
@@ -282,7 +281,8 @@ class Trainer:
                         break
                 t0 = time.perf_counter()
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                x = shift_images(self._x_train[idx], shifts[idx], cfg.max_shift)
+                x = shift_images(self.data.prepared(self.train_idx[idx], cfg.dtype), shifts[idx],
+                                 cfg.max_shift)
                 y = self._y_train[idx]
                 p = model.loss_and_grads(self.arch, params, x, y)
                 grads = {k: p.grads["d" + k] for k in params}

@@ -43,14 +43,14 @@ def digits():
 
 
 def headless_rate(config: TrainConfig, digits) -> float:  # noqa: ANN001
-    result = Trainer(config, digits=digits).run()
+    result = Trainer(config, data=digits).run()
     return config.epochs * len(digits.train_idx) / result.seconds
 
 
 async def _ui_run(config: TrainConfig, digits) -> dict[str, float]:  # noqa: ANN001
     app = CnnApp(weights_from("seed")[0], "seed", color="truecolor", reference="off",
                  predictions="sync",
-                 trainer_factory=lambda params: Trainer(config, params=params, digits=digits))
+                 trainer_factory=lambda params: Trainer(config, params=params, data=digits))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         screen = app.screen
@@ -67,7 +67,7 @@ async def _ui_run(config: TrainConfig, digits) -> dict[str, float]:  # noqa: ANN
 async def _key_latency(config: TrainConfig, digits, presses: int = 10) -> list[float]:  # noqa: ANN001
     app = CnnApp(weights_from("seed")[0], "seed", color="truecolor", reference="off",
                  predictions="sync",
-                 trainer_factory=lambda params: Trainer(config, params=params, digits=digits))
+                 trainer_factory=lambda params: Trainer(config, params=params, data=digits))
     times = []
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
