@@ -48,7 +48,6 @@ from cnntui import model, ops
 
 BATCHES = (1, 64, 256)
 DTYPES = ("float64", "float32")
-MAX_BATCH = 1797
 LESSON_IMAGES = 2  # the loops take ~30 ms per image
 ROUND_SECONDS = 0.03
 TARGET_BATCH, TARGET_RATIO, TARGET_SPEEDUP = 64, 1.0, 500.0
@@ -58,31 +57,32 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # ---- the workers ------------------------------------------------------------------------------
 
 
-def _inputs(batch: int, dtype: str, arch: str
+def _inputs(batch: int, dtype: str, arch: str, data: str = "digits"
             ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The seed weights and the first ``batch`` digits (real inputs: ReLU zeros, pooling ties)."""
-    from cnntui.data import load_digits
+    """The seed weights and the first ``batch`` digits of ``data`` (real inputs: ReLU zeros,
+    pooling ties)."""
+    from cnntui.data import load_dataset
     from cnntui.model import ARCHITECTURES, cast_params
 
-    digits = load_digits()
-    x = np.ascontiguousarray(digits.images[:batch], dtype=dtype)
+    digits = load_dataset(data)
+    x = np.ascontiguousarray(digits.prepared(np.arange(batch), dtype))
     params = ARCHITECTURES[arch].init_params()
     return cast_params(params, dtype), x, digits.labels[:batch].copy()
 
 
-def _numpy_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
+def _numpy_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], object]:
     from cnntui.model import ARCHITECTURES, loss_and_grads
 
-    params, x, labels = _inputs(batch, dtype, arch)
+    params, x, labels = _inputs(batch, dtype, arch, data)
     return lambda: loss_and_grads(ARCHITECTURES[arch], params, x, labels)
 
 
-def _lesson_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
+def _lesson_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], object]:
     """One image per call through the lesson's loop functions, forward and backward."""
     from cnntui import lesson
     from cnntui.model import ARCHITECTURES
 
-    params, x, labels = _inputs(LESSON_IMAGES, "float64", arch)
+    params, x, labels = _inputs(LESSON_IMAGES, "float64", arch, data)
     order = itertools.cycle(range(LESSON_IMAGES))
 
     def step() -> None:
@@ -92,7 +92,7 @@ def _lesson_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
     return step
 
 
-def _torch_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
+def _torch_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], object]:
     """The same network in functional PyTorch with the same weights; autograd for every grad."""
     import torch
     import torch.nn.functional as F
@@ -100,7 +100,7 @@ def _torch_step(dtype: str, batch: int, arch: str) -> Callable[[], object]:
     from cnntui.model import ARCHITECTURES
     from cnntui.reference import torch_logits
 
-    params, x, labels = _inputs(batch, dtype, arch)
+    params, x, labels = _inputs(batch, dtype, arch, data)
     tdtype = getattr(torch, dtype)
     p = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params.items()}
     xt = torch.tensor(x, requires_grad=True)  # dx is computed by NumPy too
@@ -147,7 +147,7 @@ def _worker(impls: list[str], threads: int) -> None:
         msg = json.loads(line)
         key = (msg["impl"], msg["dtype"], msg["batch"])
         if msg["cmd"] == "prepare":  # build, warm up, and choose calls per round
-            step = STEPS[msg["impl"]](msg["dtype"], msg["batch"], msg["arch"])
+            step = STEPS[msg["impl"]](msg["dtype"], msg["batch"], msg["arch"], msg["data"])
             start, calls = time.perf_counter(), 0
             while calls < 3 or (time.perf_counter() - start < 0.15 and calls < 200):
                 step()
@@ -196,7 +196,7 @@ class _Worker:
 
 
 def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] = BATCHES,
-        with_torch: bool | None = None, arch: str = "simple") -> dict:
+        with_torch: bool | None = None, arch: str = "simple", data: str = "digits") -> dict:
     """Measure everything; returns the JSON document described in the module docstring."""
     threads = threads or 1
     if with_torch is None:
@@ -214,7 +214,8 @@ def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] =
         hello = {name: w.ask() for name, w in workers.items()}
         calls = {}
         for c in configs:
-            msg = {"cmd": "prepare", "impl": c[0], "dtype": c[1], "batch": c[2], "arch": arch}
+            msg = {"cmd": "prepare", "impl": c[0], "dtype": c[1], "batch": c[2], "arch": arch,
+                   "data": data}
             calls[c] = workers[owner[c[0]]].ask(msg)["calls"]
         samples: dict[tuple, list[float]] = {c: [] for c in configs}
         for r in range(rounds):
@@ -225,7 +226,8 @@ def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] =
     finally:
         for w in workers.values():
             w.close()
-    return {"arch": arch, **_document(configs, samples, calls, rounds, threads, hello)}
+    return {"arch": arch, "data": data,
+            **_document(configs, samples, calls, rounds, threads, hello)}
 
 
 def _document(configs, samples, calls, rounds, threads, hello) -> dict:
@@ -303,6 +305,7 @@ class BenchOptions:
     threads: int | None = None  # None: 1
     batch: tuple[int, ...] | None = None  # None: BATCHES
     arch: str | None = None  # None: simple
+    data: str = "digits"
     json: bool = False
 
     @classmethod
@@ -318,9 +321,13 @@ def main(args: BenchOptions) -> int:
     if threads is not None and threads < 1:
         raise ValueError("--threads must be at least 1")
     batches = tuple(args.batch or BATCHES)
-    if not all(1 <= b <= MAX_BATCH for b in batches):
-        raise ValueError(f"--batch sizes must be between 1 and {MAX_BATCH} (the digits set)")
-    doc = run(rounds=rounds, threads=threads, batches=batches, arch=args.arch or "simple")
+    from cnntui.data import load_dataset
+
+    n = len(load_dataset(args.data))  # and a clear error before any worker starts
+    if not all(1 <= b <= n for b in batches):
+        raise ValueError(f"--batch sizes must be between 1 and {n} (the size of {args.data})")
+    doc = run(rounds=rounds, threads=threads, batches=batches, arch=args.arch or "simple",
+              data=args.data)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

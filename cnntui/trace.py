@@ -69,6 +69,7 @@ class Trace:
     arch: model.Architecture = model.SIMPLE_CNN
     source: str = ""  # what the input is, for headers: "digit #5", "MNIST #60003", "image 7.png"
     label_given: bool = True  # False: no label was given; the loss is towards the prediction
+    original: np.ndarray | None = None  # an own image as read (H, W) in [0, 1], to show beside x
 
     @property
     def input_name(self) -> str:
@@ -183,6 +184,8 @@ def trace_digit(params: dict[str, np.ndarray], index: int, *, dtype: str = "floa
 def trace_sample(params: dict[str, np.ndarray], sample: Sample, *, dtype: str = "float64",
                  weights: str = "seed", arch: model.Architecture = model.SIMPLE_CNN) -> Trace:
     """The trace of one input (a data set's digit or the user's own image)."""
-    return build_trace(params, sample.x, sample.label, index=sample.index, dtype=dtype,
-                       weights=weights, arch=arch, source=sample.name,
-                       input_explanation=layers.Explanation(*sample.explanation))
+    trace = build_trace(params, sample.x, sample.label, index=sample.index, dtype=dtype,
+                        weights=weights, arch=arch, source=sample.name,
+                        input_explanation=layers.Explanation(*sample.explanation))
+    trace.original = sample.original
+    return trace

@@ -228,9 +228,24 @@ def build_view(step: Step, trace: Trace, *, shared: bool = True, channel: int | 
         else:
             t.lo, t.hi = _range(t.data[np.isfinite(t.data)], diverging, magnitude)
             t.label = f"{t.label} {_fmt_range(t.lo, t.hi, diverging)}"
+    if step.kind == "input" and trace.original is not None and channel is None:
+        tiles.append(original_tile(trace.original))
+        title = f"{title}, prepared from the original beside it"
     return View("tiles", title, diverging, lo, hi, shared, magnitude, tiles=tiles, legend=legend,
                 channels=channel_count, selected=channel, names=names,
                 nonfinite=picture_nonfinite(tiles, []))
+
+
+def original_tile(original: np.ndarray, rows: int = 28) -> Tile:
+    """An own image as read, reduced to about ``rows`` pixel rows (block means) and drawn on
+    the diverging scale from -1 (black) to 1 (white)."""
+    from screens.widgets.tensor_view import shrink
+
+    h, w = original.shape
+    k = max(1, -(-max(h, w) // rows))
+    small = shrink(Tile("", 2 * np.asarray(original, dtype=float) - 1, -1.0, 1.0), k)
+    small.label = f"original {w}x{h}" + ("" if k == 1 else f" at 1/{k}")
+    return small
 
 
 def _fmt_range(lo: float, hi: float, diverging: bool) -> str:
