@@ -221,7 +221,7 @@ class Trainer:
             path, params, self.arch,
             epoch=self.epoch if epoch is None else epoch,
             test_accuracy=ev.accuracy, test_loss=ev.loss, test_size=len(self.test_idx),
-            train_size=len(self.train_idx), **self._config.metadata(),
+            train_size=len(self.train_idx), data=self.data.name, **self._config.metadata(),
         )
 
     # -- the run --
