@@ -231,3 +231,70 @@ async def test_an_own_image_shows_its_original_beside_x(seed_params):
         assert "image one.png" in header and "no label" in header
         await pilot.press("right")  # z1: no original
         assert not any("original" in t.label for t in app.screen.query_one(TensorView).view.tiles)
+
+
+def test_the_least_sure_mnist_digit_is_remembered_per_weights(tmp_path, monkeypatch,
+                                                             seed_params):
+    monkeypatch.setenv("CNNTUI_CACHE_DIR", str(tmp_path))
+    ds = tiny_mnist(10, 1200)  # more than 1000 test digits: worth remembering
+    found = model.least_sure_test_digit(model.SIMPLE_CNN, seed_params, ds)
+    probs = model.predict(model.SIMPLE_CNN, seed_params, ds.prepared(ds.test_idx))
+    assert found == (int(ds.test_idx[np.argmin(probs.max(1))]), float(probs.max(1).min()))
+    [saved] = tmp_path.glob("least-sure-*.json")
+
+    def no_predict(*a, **k):
+        raise AssertionError("predicted again")
+
+    monkeypatch.setattr(model, "predict", no_predict)
+    assert model.least_sure_test_digit(model.SIMPLE_CNN, seed_params, ds) == found
+    other = {**seed_params, "b3": seed_params["b3"] + 1.0}  # other weights: not the cached one
+    with pytest.raises(AssertionError, match="predicted again"):
+        model.least_sure_test_digit(model.SIMPLE_CNN, other, ds)
+    saved.write_text("{not json")  # a broken cache is recomputed, never an error
+    monkeypatch.undo()
+    monkeypatch.setenv("CNNTUI_CACHE_DIR", str(tmp_path))
+    assert model.least_sure_test_digit(model.SIMPLE_CNN, seed_params, ds) == found
+
+
+def test_the_least_sure_digit_works_without_a_writable_cache(tmp_path, monkeypatch, seed_params):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("CNNTUI_CACHE_DIR", str(blocker / "cache"))  # under a file: unwritable
+    ds = tiny_mnist(10, 1200)
+    index, confidence = model.least_sure_test_digit(model.SIMPLE_CNN, seed_params, ds)
+    assert 10 <= index < 1210 and 0 < confidence <= 1
+
+
+# ---- MNIST from IDX files, through the commands -------------------------------------------------
+
+
+def test_trace_verify_and_train_read_mnist_from_a_folder(tmp_path, monkeypatch, capsys):
+    from test_mnist import write_mnist
+
+    monkeypatch.setenv("CNNTUI_CACHE_DIR", str(tmp_path / "cache"))
+    parts = write_mnist(tmp_path / "mnist", n_train=40, n_test=12, gz=True)
+    spec = f"mnist:{tmp_path / 'mnist'}"
+    assert cli.main(["trace", "--data", spec, "--index", "43", "--weights", "seed",
+                     "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["input"] == "MNIST #43" and doc["label"] == int(parts["test_labels"][3])
+    assert cli.main(["verify", "--data", spec, "--index", "2", "--weights", "seed"]) == 0
+    assert "all tensors agree" in capsys.readouterr().out
+    out = tmp_path / "w.npz"
+    assert cli.main(["train", "--data", spec, "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "/12)" in printed  # scored on the 12 test digits
+    assert f"--data {spec}" in printed.replace("'", "")  # the command that opens them again
+    assert str(model.load_weights(out)[1]["data"]) == "mnist"
+
+
+def test_a_corrupt_idx_file_is_one_sentence_and_exit_1(tmp_path, monkeypatch, capsys):
+    from test_mnist import write_mnist
+
+    monkeypatch.setenv("CNNTUI_CACHE_DIR", str(tmp_path / "cache"))
+    write_mnist(tmp_path / "m")
+    bad = tmp_path / "m" / "t10k-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:500])
+    assert cli.main(["trace", "--data", f"mnist:{tmp_path / 'm'}", "--weights", "seed"]) == 1
+    err = capsys.readouterr().err
+    assert "truncated" in err and err.count("\n") == 1 and "Traceback" not in err
