@@ -298,3 +298,40 @@ def test_a_corrupt_idx_file_is_one_sentence_and_exit_1(tmp_path, monkeypatch, ca
     assert cli.main(["trace", "--data", f"mnist:{tmp_path / 'm'}", "--weights", "seed"]) == 1
     err = capsys.readouterr().err
     assert "truncated" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ---- real MNIST (the [mnist] extra, which CI installs) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_mnist():
+    return data.load_dataset("mnist")
+
+
+def test_real_mnist_is_60000_then_10000(real_mnist):
+    assert len(real_mnist) == 70000 and real_mnist.n_train == 60000
+    assert real_mnist.raw.dtype == np.uint8 and set(np.unique(real_mnist.labels)) == set(range(10))
+
+
+def test_the_shipped_mnist_weights_score_what_the_readme_states(real_mnist):
+    import re
+    from pathlib import Path
+
+    params, meta = model.load_weights(model.pretrained_path(data="mnist"))
+    assert str(meta["data"]) == "mnist"
+    ev = Trainer(TrainConfig.for_data("mnist"), params=params, data=real_mnist).evaluate()
+    assert ev.accuracy >= 0.985
+    assert meta["test_accuracy"] == pytest.approx(ev.accuracy, abs=1e-12)
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## MNIST and your own digit", 1)[1].split("\n## ", 1)[0]
+    stated = float(re.search(r"test accuracy of ([\d.]+)%", section).group(1)) / 100
+    assert stated == pytest.approx(ev.accuracy, abs=5e-5 + 1e-12)
+    assert model.weights_from("pretrained", data="mnist")[1] == "pretrained-mnist"
+
+
+def test_a_brief_training_on_real_mnist_learns(real_mnist):
+    trainer = Trainer(TrainConfig(epochs=1, batch_size=32), data=real_mnist,
+                      train_idx=real_mnist.train_idx[:3000], test_idx=real_mnist.test_idx[:1000])
+    result = trainer.run()
+    assert result.status == "finished"
+    assert result.evaluation.accuracy > 0.8  # from 10% (chance) after 3,000 digits
