@@ -335,3 +335,27 @@ def test_a_brief_training_on_real_mnist_learns(real_mnist):
     result = trainer.run()
     assert result.status == "finished"
     assert result.evaluation.accuracy > 0.8  # from 10% (chance) after 3,000 digits
+
+
+async def test_the_training_screen_trains_on_the_apps_data_set(seed_params, monkeypatch):
+    from pilot_helpers import wait_for
+
+    from screens.training import TrainingScreen
+
+    ds = tiny_mnist(60, 20)
+    monkeypatch.setattr(TrainConfig, "for_data", classmethod(
+        lambda cls, name: cls(epochs=2, batch_size=20) if name == "mnist" else cls()))
+    app = make_app(seed_params, data=ds, index=61)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("t")
+        screen = app.screen
+        assert isinstance(screen, TrainingScreen)
+        assert screen.trainer.data is ds and screen.trainer.config.epochs == 2
+        await pilot.press("space")
+        await wait_for(pilot, lambda: not screen.trainer.running and screen.trainer.epoch == 2)
+        ev = screen.trainer.last_evaluation
+        np.testing.assert_array_equal(ev.indices, ds.test_idx)  # scored on MNIST's test digits
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is app.stepper)
+        assert app.trace.input_name == "MNIST #61"  # the stepper shows the trained network
+        np.testing.assert_array_equal(app.params["W1"], screen.trainer.params()["W1"])
