@@ -70,14 +70,14 @@ def _inputs(batch: int, dtype: str, arch: str, data: str = "digits"
     return cast_params(params, dtype), x, digits.labels[:batch].copy()
 
 
-def _numpy_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], object]:
+def _numpy_step(dtype: str, batch: int, arch: str, data: str = "digits") -> Callable[[], object]:
     from cnntui.model import ARCHITECTURES, loss_and_grads
 
     params, x, labels = _inputs(batch, dtype, arch, data)
     return lambda: loss_and_grads(ARCHITECTURES[arch], params, x, labels)
 
 
-def _lesson_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], object]:
+def _lesson_step(dtype: str, batch: int, arch: str, data: str = "digits") -> Callable[[], object]:
     """One image per call through the lesson's loop functions, forward and backward."""
     from cnntui import lesson
     from cnntui.model import ARCHITECTURES
@@ -92,7 +92,7 @@ def _lesson_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], o
     return step
 
 
-def _torch_step(dtype: str, batch: int, arch: str, data: str) -> Callable[[], object]:
+def _torch_step(dtype: str, batch: int, arch: str, data: str = "digits") -> Callable[[], object]:
     """The same network in functional PyTorch with the same weights; autograd for every grad."""
     import torch
     import torch.nn.functional as F
