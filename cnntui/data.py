@@ -84,6 +84,7 @@ MNIST_EXPLANATION = ("x = (img - mean) / (std + 1e-5) with img = pixels / 255",
 IMAGE_EXPLANATION = ("x = (img - mean) / (std + 1e-5); img: ink cropped, fitted to 20x20, "
                      "centred by its mass in 28x28",
                      "x = standardise(prepare_digit(read_image(path)))")
+DRAWING_EXPLANATION = (IMAGE_EXPLANATION[0], "x = standardise(prepare_digit(drawing))")
 
 
 class Dataset:

@@ -22,9 +22,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from cnntui import model
-from cnntui.data import Dataset, Sample, load_dataset, load_digits
+from cnntui.data import DRAWING_EXPLANATION, Dataset, Sample, load_dataset, load_digits
 from cnntui.trace import Step, Trace, trace_sample
 from cnntui.training import TrainConfig, Trainer
+from screens.canvas import CanvasScreen
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
 from screens.help import HelpScreen
@@ -69,6 +70,8 @@ class CnnApp(App[int]):
                 priority=True),
         Binding("i", "summary", "summary", show=False, id="summary",
                 tooltip="Every architecture's layers, shapes, parameters and MACs"),
+        Binding("D", "draw", "draw", id="draw", show=False,
+                tooltip="Draw a digit with the mouse or the keyboard; Enter steps through it"),
         Binding("t", "train", "train", id="train",
                 tooltip="Open the training screen (Esc there comes back with the trained weights)"),
     ]
@@ -105,6 +108,9 @@ class CnnApp(App[int]):
         self._predicting = False
         self.screenshot_dir = Path(screenshot_dir) if screenshot_dir else Path.cwd()
         self.notice = notice  # told once the app is up (why this digit, say)
+        self._mnist_weights: tuple[dict[str, np.ndarray], str] | None = None
+        # the weights a drawing replaced, given back when a digit of the data set is chosen
+        self._weights_for_digits: tuple[dict[str, np.ndarray], str] | None = None
         self.stepper = StepperScreen()
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
@@ -139,6 +145,10 @@ class CnnApp(App[int]):
     def set_digit(self, index: int) -> None:
         """Show digit ``index`` (wrapping around the set) at the same step."""
         index %= len(self.digits.labels)
+        if self._weights_for_digits is not None:  # back from a drawing read with MNIST's weights
+            params, desc = self._weights_for_digits
+            self.set_weights(params, desc, index=index)
+            return
         self.index = index
         self.show_sample(self.digits.sample(index))
 
@@ -160,6 +170,7 @@ class CnnApp(App[int]):
         at the same step, on digit ``index`` (default: the current one); the picker's
         predictions are recomputed."""
         name = self.trace.steps[self.step_index].name
+        self._weights_for_digits = None
         if arch is not None and arch is not self.arch:
             self.arch = arch
             if self.training is not None:  # it trains the other architecture
@@ -315,6 +326,65 @@ class CnnApp(App[int]):
         elif index is not None:
             self.set_digit(index)
 
+    # ---- drawing a digit --------------------------------------------------------------------
+
+    def drawing_weights(self) -> tuple[dict[str, np.ndarray], str]:
+        """The weights a drawing is read with: the MNIST-trained ones instead of the shipped
+        digits weights (trained on zoomed 8x8 digits, they read drawn digits badly), else the
+        current ones."""
+        if self.weights_desc == model.PRETRAINED and self.arch is model.SIMPLE_CNN:
+            if self._mnist_weights is None:
+                self._mnist_weights = model.weights_from(model.PRETRAINED, self.arch, "mnist")
+            return self._mnist_weights
+        return self.params, self.weights_desc
+
+    def predict_drawing(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """A drawing's class probabilities and the 28x28 digit the network is given (the drawing
+        prepared as MNIST's digits); None while it has no ink."""
+        from cnntui.image import ImageError, input_from_digit
+
+        try:
+            got = input_from_digit(pixels, "drawing")
+        except ImageError:
+            return None
+        return model.predict(self.arch, self.drawing_weights()[0], got.x[None])[0], got.digit
+
+    def open_drawing(self, pixels: np.ndarray) -> None:
+        """Step through a drawing (unlabelled: the loss is towards the prediction)."""
+        from cnntui.image import ImageError, input_from_digit
+
+        try:
+            got = input_from_digit(pixels, "drawing")
+        except ImageError as e:
+            self.notify(str(e), severity="warning")
+            return
+        self.sample = Sample(got.x, None, "drawing", DRAWING_EXPLANATION, None, got.digit,
+                             np.asarray(pixels, dtype=float))
+        params, desc = self.drawing_weights()
+        if desc != self.weights_desc:
+            before = self.params, self.weights_desc
+            self.set_weights(params, desc)
+            self._weights_for_digits = before
+            self.notify(f"the drawing is read with the weights trained on MNIST ({desc}); "
+                        f"a digit of the data set ([, ] or d) brings back {before[1]}")
+        else:
+            self.show_sample(self.sample)
+
+    def action_draw(self) -> None:
+        if not isinstance(self.screen, StepperScreen):
+            return
+        if self.stepper.playing:
+            self.stepper.action_play()
+        initial = self.sample.original if self.sample.name == "drawing" else None
+
+        def done(pixels: np.ndarray | None) -> None:
+            if pixels is not None:
+                self.open_drawing(pixels)
+
+        self.push_screen(CanvasScreen(self.predict_drawing, initial=initial,
+                                      save_dir=self.screenshot_dir,
+                                      weights=self.drawing_weights()[1]), done)
+
     def action_summary(self) -> None:
         from screens.summary import SummaryScreen
 
@@ -337,6 +407,8 @@ class CnnApp(App[int]):
                             Binding("ctrl+p", "command_palette",
                                     "command palette: go to step, open digit N, all actions")]),
             ("Digit picker (d)", PickerScreen.BINDINGS),
+            ("Drawing canvas (D; the mouse paints, the right button erases)",
+             CanvasScreen.BINDINGS),
             ("Help", HelpScreen.BINDINGS),
         ]))
 

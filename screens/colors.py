@@ -231,3 +231,34 @@ def palette(mode: str, diverging: bool) -> Palette:
     if mode not in MODES:
         raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(MODES)}")
     return Palette(mode, diverging)
+
+
+GREY_GLYPHS = " ░▒▓█"  # ink without colour: none, faint .. full
+
+
+@cache
+def grey_ramp(mode: str) -> tuple[Color, ...]:
+    """Black to white in the steps a colour depth has (empty without colour): a drawing's ink."""
+    if mode == "none":
+        return ()
+    if mode == "16":
+        return tuple(ansi16(i) for i in (0, 8, 7, 15))
+    if mode == "256":  # black, the 24-step grey ramp, white
+        return tuple(Color.from_ansi(i) for i in (16, *range(232, 256), 231))
+    return tuple(Color.from_rgb(g, g, g) for g in np.linspace(0, 255, 32).round().astype(int))
+
+
+def grey_level(value: float, n: int) -> int:
+    """Ink 0..1 -> a step of an n-step ramp; any ink at all is at least the first step up."""
+    level = int(round(min(max(value, 0.0), 1.0) * (n - 1)))
+    return 1 if level == 0 and value > 0.02 else level
+
+
+def cursor_color(mode: str, pen_down: bool) -> Color | None:
+    """The drawing cursor: amber, red while the pen is down (None: drawn reversed instead)."""
+    if mode == "none":
+        return None
+    if mode == "16":
+        return ansi16(9 if pen_down else 11)
+    color = Color.from_rgb(*((235, 60, 50) if pen_down else (255, 190, 0)))
+    return color.downgrade(ColorSystem.EIGHT_BIT) if mode == "256" else color

@@ -47,6 +47,8 @@ class CnnCommands(Provider):
             return self._training_commands(self.screen)
         cmds: list[tuple[str, object, str]] = [
             ("Choose digit...", app.action_pick, "open the digit picker (d)"),
+            ("Draw a digit...", app.action_draw,
+             "a 28x28 canvas; the mouse or the keyboard paints; Enter steps through it (D)"),
             ("Next digit", partial(app.set_digit, app.index + 1), "]"),
             ("Previous digit", partial(app.set_digit, app.index - 1), "["),
             ("Next step", partial(app.go_to, app.step_index + 1), "→ l n"),

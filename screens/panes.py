@@ -169,9 +169,7 @@ def grad_text(step: Step, trace: Trace, width: int = 20) -> Text | None:
                 t.append(f"{label:<{bar_w}}", BAD_STYLE)
                 t.append(f" {num(float(n))}\n", BAD_STYLE)
                 continue
-            full = min(bar_w, n / top * bar_w)
-            bar = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full % 1) * 8)] if full < bar_w else "")
-            t.append(f"{bar:<{bar_w}}", "magenta")
+            t.append(eighths_bar(n / top, bar_w), "magenta")
             t.append(f" {num(float(n))}\n")
     if step.is_param_grad:
         pname = step.name[1:]
@@ -184,6 +182,13 @@ def grad_text(step: Step, trace: Trace, width: int = 20) -> Text | None:
         t.append("\n")
     t.rstrip()
     return t
+
+
+def eighths_bar(fraction: float, width: int) -> str:
+    """A bar ``fraction`` (0..1) of ``width`` cells long in eighths of a cell, padded to width."""
+    full = min(width, max(0.0, fraction) * width)
+    bar = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full % 1) * 8)] if full < width else "")
+    return f"{bar:<{width}}"
 
 
 def torch_text(step: Step, state: str, verdict: tuple[bool | None, str] | None) -> Text:

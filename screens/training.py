@@ -83,14 +83,24 @@ class SaveWeightsScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical() as v:
-            v.border_title = "save the weights"
-            v.border_subtitle = "Enter save · Esc cancel"
-            yield Static(Text("a .npz checkpoint with the test accuracy and the settings; "
-                              "relative paths are from " + str(Path.cwd()) + "; a folder "
-                              "alone gets " + self.file_name + " in it", style="dim"))
+            v.border_title = self.dialog_title
+            v.border_subtitle = f"Enter {self.verb} · Esc cancel"
+            yield Static(Text(self.note, style="dim"))
             yield Input(value=self.default, placeholder=self.default, id="save-path",
                         select_on_focus=False)
         yield TooSmall()
+
+    dialog_title = "save the weights"
+    verb = "save"
+
+    @property
+    def note(self) -> str:
+        return (f"a .npz checkpoint with the test accuracy and the settings; relative paths are "
+                f"from {Path.cwd()}; a folder alone gets {self.file_name} in it")
+
+    def with_suffix(self, path: Path) -> Path:
+        """The file a typed name saves to (a .npz checkpoint here)."""
+        return npz_path(path)
 
     @property
     def file_name(self) -> str:
@@ -106,7 +116,7 @@ class SaveWeightsScreen(ModalScreen[str | None]):
         elif typed.endswith(("/", os.sep)):
             raise ValueError(f"the folder {path} does not exist; create it first or type "
                              f"another path")
-        path = npz_path(path)
+        path = self.with_suffix(path)
         if path.is_dir():
             raise ValueError(f"{path} is a folder; type a file name such as "
                              f"{path / self.file_name}")
