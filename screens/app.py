@@ -407,8 +407,7 @@ class CnnApp(App[int]):
                             Binding("ctrl+p", "command_palette",
                                     "command palette: go to step, open digit N, all actions")]),
             ("Digit picker (d)", PickerScreen.BINDINGS),
-            ("Drawing canvas (D; the mouse paints, the right button erases)",
-             CanvasScreen.BINDINGS),
+            ("Drawing canvas (D)", CanvasScreen.BINDINGS),
             ("Help", HelpScreen.BINDINGS),
         ]))
 

@@ -64,7 +64,9 @@ class HelpScreen(ModalScreen[None]):
                 table.add_row(keys, text)
         table.add_row("", "")
         table.add_row(Text("Mouse (optional)", style="bold underline"), "")
-        table.add_row("click", "a step in the step list, a digit in the picker")
+        table.add_row("click", "a step in the step list, a digit in the picker, a cell of a map")
+        table.add_row("drag", "paint on the drawing canvas (the right button erases; in tmux: "
+                              "set -g mouse on)")
         with VerticalScroll() as v:
             v.border_title = "cnntui help"
             v.border_subtitle = "Esc closes"

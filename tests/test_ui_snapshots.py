@@ -65,3 +65,18 @@ def test_snapshot_architecture(snap_compare, arch, step, size):
                  predictions="sync", arch=a)
     assert snap_compare(app, press=ARCH_SCREENS[arch][step], terminal_size=size)
     assert app.trace.steps[app.step_index].name == step
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_snapshot_canvas(snap_compare, size):
+    """The drawing canvas with a stroke drawn by the keyboard, its prediction and what the
+    network sees (the MNIST weights, as a drawing gets)."""
+    params, desc = weights_from("pretrained")
+
+    async def draw(pilot) -> None:
+        await pilot.press("D", "up", "up", "up", "up", "left", "left", "left", "p",
+                          *["right"] * 8, *["down", "left"] * 4, *["down"] * 7, "p")
+        await pilot.pause(0.2)  # the prediction follows the strokes after a short delay
+
+    app = CnnApp(params, desc, color="truecolor", reference="off", predictions="sync")
+    assert snap_compare(app, run_before=draw, terminal_size=size)
