@@ -242,7 +242,9 @@ class TrainingScreen(Screen):
         yield TooSmall()
 
     def on_mount(self) -> None:
-        self.set_interval(POLL_INTERVAL, self.poll)
+        # polls only while a run is going: an idle screen (or one popped, which stays installed)
+        # wakes nothing
+        self._poll_timer = self.set_interval(POLL_INTERVAL, self.poll, pause=True)
         self.draw()
         self.draw_results()
 
@@ -285,6 +287,7 @@ class TrainingScreen(Screen):
         self.set_focus(None)
         self.worker = self.run_worker(self._work, thread=True, group="training",
                                       name="training", exit_on_error=False)
+        self._poll_timer.resume()
         self.draw()
         self._mark = (time.perf_counter(), time.thread_time())  # the frame budget starts now
 
@@ -295,6 +298,8 @@ class TrainingScreen(Screen):
         unless the UI thread has used more than its share of the time since the last frame."""
         feed = self.feed
         if feed.version == self._seen:
+            if not self.active:
+                self._poll_timer.pause()
             return
         now, cpu = time.perf_counter(), time.thread_time()
         if self.active and feed.result is None and feed.error is None:
