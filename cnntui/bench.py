@@ -9,8 +9,8 @@ How it stays fair:
   start, and ``torch.set_num_threads``. The default is one each: the NumPy path is single-threaded
   (its per-image matmuls are below OpenBLAS's threading threshold), so that compares like with
   like; ``--threads 2`` lets PyTorch use both cores of this machine.
-- Both tune glibc's malloc the same way: without it, every call hands its large temporaries back
-  to the OS and page-faults them in again, which swings timings 2-3x.
+- Neither tunes glibc's malloc: the workers time the untuned path a library user gets
+  (``malloc_tuned`` in the report is always false; it stays for readers of older reports).
 - Every configuration is warmed up, then measured in ``--repeat`` interleaved rounds (the order
   rotates each round); a round times enough calls for ~30 ms, and the report is the median.
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from cnntui import model, ops
+from cnntui import model
 
 BATCHES = (1, 64, 256)
 DTYPES = ("float64", "float32")
@@ -118,30 +118,41 @@ def _torch_step(dtype: str, batch: int, arch: str, data: str = "digits") -> Call
 STEPS = {"lesson": _lesson_step, "numpy": _numpy_step, "torch": _torch_step}
 
 
+def _coretype() -> str:
+    """The OpenBLAS kernel in use: OPENBLAS_CORETYPE if set, else threadpoolctl's architecture."""
+    core = os.environ.get("OPENBLAS_CORETYPE")
+    if core:
+        return core
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    archs = [i.get("architecture") for i in threadpool_info()
+             if i.get("internal_api") == "openblas" and i.get("architecture")]
+    return ", ".join(archs) or "unknown"
+
+
 def _blas() -> str:
     """NumPy's BLAS and the kernel it picked (OPENBLAS_CORETYPE, set on some CPUs, slows it)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return "unknown"
+        return f"unknown (coretype {_coretype()})"
     info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    text = ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')}"
-                     .strip() for i in info) or "unknown"
-    core = os.environ.get("OPENBLAS_CORETYPE")
-    return f"{text} (OPENBLAS_CORETYPE={core})" if core else text
+    text = ", ".join(f"{i.get('internal_api')} {i.get('version')}" for i in info) or "unknown"
+    return f"{text} (coretype {_coretype()})"
 
 
 def _worker(impls: list[str], threads: int) -> None:
     """Serve measurements over stdin/stdout, one JSON object per line."""
-    malloc_tuned = ops.tune_malloc()
-    versions = {"numpy": np.__version__, "blas": _blas()}
+    versions = {"numpy": np.__version__, "blas": _blas(), "openblas_coretype": _coretype()}
     if "torch" in impls:
         import torch
 
         torch.set_num_threads(threads)
         versions["torch"] = torch.__version__
     steps: dict[tuple, tuple[Callable[[], object], int]] = {}
-    print(json.dumps({"ready": True, "malloc_tuned": malloc_tuned, "versions": versions}),
+    print(json.dumps({"ready": True, "malloc_tuned": False, "versions": versions}),
           flush=True)
     for line in sys.stdin:
         msg = json.loads(line)

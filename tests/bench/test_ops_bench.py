@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnntui import bench, ops
+from cnntui import bench
 from cnntui.model import SIMPLE_CNN, loss_and_grads
 from cnntui.reference import torch_logits
 
@@ -22,11 +22,10 @@ DTYPES = ["float64", "float32"]
 @pytest.fixture(scope="module", autouse=True)
 def _fair_setup():
     """One thread for NumPy's BLAS and for torch (their pools spin against each other in one
-    process on two cores), restored afterwards; and malloc tuned as ``cnntui bench`` does,
-    without which every call page-faults its temporaries back in."""
+    process on two cores), restored afterwards. malloc is not tuned: this times the path a
+    library user gets, as ``cnntui bench`` does."""
     from threadpoolctl import threadpool_limits
 
-    ops.tune_malloc()
     torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
