@@ -25,7 +25,7 @@ JSON document (``--json``)::
                   "calls_per_round": ...}, ...],
      "ratios": [{"dtype", "batch", "numpy_over_torch"}],
      "speedups": [{"dtype", "batch", "numpy_over_lesson"}],
-     "target": {"batch": 64, "max_ratio": 1.0, "min_speedup": 500.0, "met": bool}}
+     "target": {"batch": 64, "max_ratio": 0.8, "min_speedup": 500.0, "met": bool}}
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ BATCHES = (1, 64, 256)
 DTYPES = ("float64", "float32")
 LESSON_IMAGES = 2  # the loops take ~30 ms per image
 ROUND_SECONDS = 0.03
-TARGET_BATCH, TARGET_RATIO, TARGET_SPEEDUP = 64, 1.0, 500.0
+# issue 11: at batch 64, NumPy at most 0.8x PyTorch's time, and 500x the lesson's loops
+TARGET_BATCH, TARGET_RATIO, TARGET_SPEEDUP = 64, 0.8, 500.0
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
