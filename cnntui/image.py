@@ -118,13 +118,17 @@ def _shrink_array(a: np.ndarray) -> np.ndarray:
     return a[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
 
 
+def _page_level(a: np.ndarray) -> float:
+    """The median of a picture's border pixels: the level of its page."""
+    return float(np.median(np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])))
+
+
 def ink_of(grey: np.ndarray) -> np.ndarray:
     """Grey levels (1 white) -> ink in [0, 1] on a black page: a light page (its border's median
     above one half) is inverted, and the page's level is taken away."""
     g = np.asarray(grey, dtype=np.float64)
-    border = np.concatenate([g[0], g[-1], g[1:-1, 0], g[1:-1, -1]])
-    ink = 1.0 - g if np.median(border) > 0.5 else g.copy()
-    page = np.median(np.concatenate([ink[0], ink[-1], ink[1:-1, 0], ink[1:-1, -1]]))
+    ink = 1.0 - g if _page_level(g) > 0.5 else g.copy()
+    page = _page_level(ink)
     return np.clip((ink - page) / max(1.0 - page, 1e-12), 0.0, 1.0)
 
 
@@ -182,13 +186,8 @@ def read_drawing(path: str | os.PathLike) -> np.ndarray:
     dark on light, as a saved drawing loads back), a bigger one prepared as MNIST's digits."""
     grey = read_image(path)
     if grey.shape == (IMAGE_SIZE, IMAGE_SIZE):
-        return ink_of(grey) if _light_page(grey) else grey
+        return ink_of(grey) if _page_level(grey) > 0.5 else grey
     return prepare_digit(grey, Path(path).name)
-
-
-def _light_page(grey: np.ndarray) -> bool:
-    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
-    return bool(np.median(border) > 0.5)
 
 
 def save_png(path: str | os.PathLike, digit: np.ndarray) -> Path:

@@ -194,11 +194,10 @@ class CanvasScreen(Screen[np.ndarray | None]):
         Binding("w", "save", "save", id="draw_save", tooltip="Save the drawing as a 28x28 PNG"),
         Binding("o", "open", "open", id="draw_open",
                 tooltip="Open a PNG (a saved drawing, or any picture, prepared as MNIST's)"),
-        *(Binding(k, f"move({dy}, {dx})", f"move {way}", show=False, id=f"draw_{way}",
+        *(Binding(keys, f"move({dy}, {dx})", f"move {way}", show=False, id=f"draw_{way}",
                   tooltip=f"Move the cursor {way} (with the pen down, painting)")
           for keys, dy, dx, way in (("up,k", -1, 0, "up"), ("down,j", 1, 0, "down"),
-                                    ("left,h", 0, -1, "left"), ("right,l", 0, 1, "right"))
-          for k in (keys,)),
+                                    ("left,h", 0, -1, "left"), ("right,l", 0, 1, "right"))),
     ]
     DEFAULT_CSS = """
     CanvasScreen #draw-help { height: 1; padding: 0 1; color: $text-muted; }
