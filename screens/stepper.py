@@ -140,6 +140,8 @@ class StepperScreen(Screen):
         self.update: explain.Update | None = None
         self.undo: list[tuple[dict[str, np.ndarray], str]] = []  # weights before each apply
         self._timer = None
+        self._floor_key: tuple[int, int] | None = None  # (trace, width) of explain_floor
+        self._floor = 0
 
     @property
     def cnn(self) -> CnnApp:
@@ -300,10 +302,22 @@ class StepperScreen(Screen):
         pane.set(text)
         width = pane.size.width or self.query_one("#center").size.width
         if width:
-            lines = len(text.wrap(self.app.console, width))
+            lines = max(len(text.wrap(self.app.console, width)), self.explain_floor(width))
             height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
             if pane.styles.height is None or pane.styles.height.value != height:
                 pane.styles.height = height
+
+    def explain_floor(self, width: int) -> int:
+        """The lines the longest step's formula and code need at this width. The pane keeps
+        at least that height on every step, so stepping does not resize it: a resize is a
+        layout pass and a repaint of every pane (a third of a step's time)."""
+        trace = self.cnn.trace
+        key = (id(trace), width)
+        if self._floor_key != key:
+            self._floor_key = key
+            self._floor = max(len(panes.explain_text(s).wrap(self.app.console, width))
+                              for s in trace.steps)
+        return self._floor
 
     def legend(self, reduction: int) -> str:
         """The view's legend, unless the maps are too small to show what it describes."""

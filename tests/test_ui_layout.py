@@ -107,3 +107,18 @@ def test_shrinking_keeps_nan_and_inf_visible_and_pads_odd_sizes():
     assert small[0, 0] == np.inf and np.isnan(small[1, 1])
     assert small[0, 1] == np.mean([2, 3, 7, 8])
     assert small[2, 2] == 24  # the edge block, padded by repeating its last row and column
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_stepping_keeps_the_explanation_pane_one_height(size):
+    """A pane that changes height costs a layout pass and a repaint of every pane: about a
+    third of a step's time. Only a legend (the pooling marks) may add to it."""
+    app = pretrained_app()
+    async with app.run_test(size=size) as pilot:
+        heights = set()
+        for step in app.trace.steps:
+            app.go_to(step.index)
+            await pilot.pause()
+            if not app.screen.view.legend:
+                heights.add(app.screen.query_one("#explain", TextPane).size.height)
+        assert len(heights) == 1, heights
