@@ -55,12 +55,19 @@ class StepList(ScrollView, can_focus=False):
         self.refresh()
 
     def set_current(self, index: int) -> None:
+        old = self.row_of(self.current)
         self.current = index
-        row = next((r for r, e in enumerate(self.entries) if e[0] == index), 0)
+        row = self.row_of(index)
         height = self.scrollable_content_region.height
         if height and not (self.scroll_y <= row < self.scroll_y + height):
             self.scroll_to(y=max(0, row - height // 2), animate=False)
-        self.refresh()
+            self.refresh()
+        else:  # repaint the two lines that changed, not the whole list
+            self.refresh_line(old)
+            self.refresh_line(row)
+
+    def row_of(self, index: int) -> int:
+        return next((r for r, e in enumerate(self.entries) if e[0] == index), 0)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width

@@ -306,6 +306,7 @@ class TensorView(ScrollView, can_focus=False):
         self.view: View | None = None
         self._lines: list[Strip] = []
         self._key: tuple | None = None
+        self._base: Style | None = None  # the widget's own style, cached for render_line
         self.reduction = 1  # the picture is at 1/reduction resolution (to fit every channel)
         self.boxes: list[tuple[int, int, int, int, int]] = []  # where tiles are (tile_lines)
 
@@ -379,14 +380,20 @@ class TensorView(ScrollView, can_focus=False):
         if hit is not None:
             self.post_message(self.Clicked(*hit))
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base = None
+
     def render_line(self, y: int) -> Strip:
         self._rebuild()
         scroll_x, scroll_y = self.scroll_offset
         i = y + scroll_y
         width = self.scrollable_content_region.width
+        if self._base is None:  # the style walks every ancestor: once, not once per line
+            self._base = self.rich_style
         if i >= len(self._lines):
-            return Strip.blank(width, self.rich_style)
-        return self._lines[i].crop_extend(scroll_x, scroll_x + width, self.rich_style)
+            return Strip.blank(width, self._base)
+        return self._lines[i].crop_extend(scroll_x, scroll_x + width, self._base)
 
     @property
     def cells(self) -> list[list[tuple[str, Style | None]]]:

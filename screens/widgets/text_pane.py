@@ -26,6 +26,8 @@ class TextPane(ScrollView, can_focus=False):
         self._key: tuple | None = None
 
     def set(self, text: Text) -> None:
+        if text == self.text and self._key is not None:
+            return  # same words: nothing to repaint (most panes, on most steps)
         self.text = text
         self._key = None
         self._rebuild()
@@ -50,7 +52,9 @@ class TextPane(ScrollView, can_focus=False):
                 lines = self.text.wrap(console, inner)
         else:
             lines = self.text.split("\n")
-        base = self.rich_style
+        # the style walks every ancestor: once per rebuild, not once per line
+        self._base = base = self.rich_style
+        self._width = inner
         self._lines = [Strip([Segment(seg.text, base + seg.style if seg.style else base)
                               for seg in line.render(console, end="")]) for line in lines]
         # never smaller than the pane: a change of content alone needs no layout pass
@@ -62,10 +66,15 @@ class TextPane(ScrollView, can_focus=False):
         self._key = None
         self._rebuild()
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._key = None  # a new theme or class: the cached base style is stale
+
     def render_line(self, y: int) -> Strip:
         self._rebuild()
-        width = self.scrollable_content_region.width
+        if self._key is None:  # no width yet
+            return Strip.blank(self.scrollable_content_region.width, self.rich_style)
         i = y + int(self.scroll_y)
         if i >= len(self._lines):
-            return Strip.blank(width, self.rich_style)
-        return self._lines[i].crop_extend(0, width, self.rich_style)
+            return Strip.blank(self._width, self._base)
+        return self._lines[i].crop_extend(0, self._width, self._base)
