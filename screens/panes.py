@@ -30,6 +30,17 @@ def num(v: float) -> str:
     return f"{v:.2e}" if 1e-99 <= abs(v) < 1e100 else f"{v:.1e}"  # 3-digit exponents
 
 
+def num_within(v: float, width: int) -> str:
+    """``num(v)``, with fewer digits if it would not fit in ``width`` characters: digits go,
+    never the sign or the exponent."""
+    text = num(v)
+    for digits in (3, 2, 1):
+        if len(text) <= width or not np.isfinite(v):
+            break
+        text = f"{v:.{digits}g}"
+    return text if len(text) <= width or not np.isfinite(v) else f"{v:.0e}"
+
+
 def nonfinite_flags(nan: int, posinf: int, neginf: int) -> list[str]:
     """Loud lovely-tensors style flags with counts: ``NaN! x3``, ``+Inf! x1``."""
     return [f"{name}! x{n}" for name, n in zip(SPECIAL_NAMES, (nan, posinf, neginf),
@@ -39,6 +50,9 @@ def nonfinite_flags(nan: int, posinf: int, neginf: int) -> list[str]:
 def step_flags(step: Step) -> list[str]:
     """The NaN/Inf flags of a step's tensor (empty when it is finite)."""
     return nonfinite_flags(*stats.nonfinite_counts(step.value))
+
+
+PHASE_SHORT = {"forward": "fwd", "backward": "bwd"}  # as the step bar says: the loss fits 80
 
 
 def header(trace: Trace, step: Step, weights: str, playing: bool = False,
@@ -54,7 +68,7 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False,
         t.append(" after the pass: update", "bold")
         t.append(" SGD")
     else:
-        t.append(f" step {step.index + 1}/{n} {step.phase}", "bold")
+        t.append(f" step {step.index + 1}/{n} {PHASE_SHORT[step.phase]}", "bold")
         t.append(f" {step.name}")
     flags = [] if update else step_flags(step)
     if flags:
@@ -63,10 +77,10 @@ def header(trace: Trace, step: Step, weights: str, playing: bool = False,
         t.append(f" (NaN/Inf from {first_bad.name})", WARN_STYLE)
     if playing:
         t.append("  ▶ playing", WARN_STYLE)
-    t.append(f"  {trace.input_name} ", "bold")
+    t.append(f" {trace.input_name} ", "bold")
     t.append(f"({trace.label_text}, ")
     if np.all(np.isfinite(trace.probs)):
-        t.append(f"predicted {trace.prediction} at {trace.confidence:.0%}",
+        t.append(f"pred {trace.prediction} at {trace.confidence:.0%}",
                  "green" if right else "bold red")
         t.append(f", loss {num(trace.loss)}")
     else:
@@ -299,11 +313,11 @@ def grid_text(grid, width: int) -> Text:
     if data.shape[0] == 1 and data.shape[1] * 7 > width:  # a long row: one number per line
         data, marks = data.T, None if marks is None else marks.T
     cols = data.shape[1]
-    cell_w = max(7, min(10, width // max(cols, 1)))
+    cell_w = max(6, min(10, width // max(cols, 1)))  # the row fits the pane where it can
     for r, row in enumerate(data):
         for c, x in enumerate(row):
             marked = marks is not None and marks[r, c]
-            text = " " + f"{num(float(x)):>{cell_w - 1}}"[-(cell_w - 1):]
+            text = " " + f"{num_within(float(x), cell_w - 1):>{cell_w - 1}}"
             t.append(text, (BAD_STYLE if not np.isfinite(x) else "bold underline" if marked
                             else ""))
         t.append("\n")

@@ -73,12 +73,13 @@ async def test_pooling_legend_and_gradient_norms_are_reachable_at_80x24():
 async def test_the_header_shows_the_loss(size):
     app = pretrained_app()
     async with app.run_test(size=size) as pilot:
-        await pilot.pause()
-        header = app.screen.query_one("#header", TextPane).plain
-        loss = app.trace.loss
-        shown = header.split("loss ")[1].split(")")[0]
-        assert np.isclose(float(shown), loss, rtol=1e-3)
-        assert header.index("loss") < size[0]  # on screen, not cut off
+        for step in app.trace.steps:  # the backward steps' names are the longest
+            app.go_to(step.index)
+            await pilot.pause()
+            header = app.screen.query_one("#header", TextPane).plain
+            shown = header.split("loss ")[1].split(")")[0]
+            assert np.isclose(float(shown), app.trace.loss, rtol=1e-3)
+            assert header.index(")", header.index("loss ")) < size[0], step.name  # not cut
 
 
 async def test_tiny_gradients_are_explained_once():
@@ -122,3 +123,19 @@ async def test_stepping_keeps_the_explanation_pane_one_height(size):
             if not app.screen.view.legend:
                 heights.add(app.screen.query_one("#explain", TextPane).size.height)
         assert len(heights) == 1, heights
+
+
+@pytest.mark.parametrize("width", [20, 26, 40])
+def test_cell_mode_grids_keep_every_sign_and_magnitude(width):
+    """Cell mode's number grids at the side pane's widths: a number loses digits to fit, never
+    its sign or exponent, so the products shown still add up to the value."""
+    from cnntui.explain import Grid
+    from screens.panes import grid_text
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3, 3)) * 10.0 ** rng.integers(-12, 5, (3, 3))
+    lines = grid_text(Grid("products", data), width).plain.splitlines()[1:]
+    shown = np.array([[float(v) for v in line.split()] for line in lines])
+    assert shown.shape == data.shape
+    assert (np.sign(shown) == np.sign(data)).all()
+    assert np.allclose(shown, data, rtol=0.5, atol=0)
