@@ -22,7 +22,8 @@ JSON document (``--json``)::
     {"threads": 2, "rounds": 15, "versions": {...}, "malloc_tuned": true,
      "results": [{"impl": "lesson"|"numpy"|"torch", "dtype": "float64"|"float32", "batch": 64,
                   "us_per_image": median, "us_per_image_min": ..., "us_per_image_max": ...,
-                  "calls_per_round": ...}, ...],
+                  "calls_per_round": ..., "faults_per_call": median minor page faults per
+                  forward+backward call (not per image)}, ...],
      "ratios": [{"dtype", "batch", "numpy_over_torch"}],
      "speedups": [{"dtype", "batch", "numpy_over_lesson"}],
      "target": {"batch": 64, "max_ratio": 0.8, "min_speedup": 500.0, "met": bool}}
@@ -35,6 +36,7 @@ import importlib.util
 import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -169,10 +171,14 @@ def _worker(impls: list[str], threads: int) -> None:
             print(json.dumps({"calls": steps[key][1]}), flush=True)
         elif msg["cmd"] == "time":
             step, calls = steps[key]
+            # minor page faults: memory the allocator gave back to the OS and took again
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             for _ in range(calls):
                 step()
-            print(json.dumps({"seconds": (time.perf_counter() - start) / calls}), flush=True)
+            seconds = (time.perf_counter() - start) / calls
+            faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / calls
+            print(json.dumps({"seconds": seconds, "faults": faults}), flush=True)
 
 
 class _Worker:
@@ -230,23 +236,27 @@ def run(rounds: int = 15, threads: int | None = None, batches: tuple[int, ...] =
                    "data": data}
             calls[c] = workers[owner[c[0]]].ask(msg)["calls"]
         samples: dict[tuple, list[float]] = {c: [] for c in configs}
+        faults: dict[tuple, list[float]] = {c: [] for c in configs}
         for r in range(rounds):
             for c in configs[r % len(configs):] + configs[:r % len(configs)]:
                 time.sleep(0.002)  # let the other worker's spinning threads go to sleep
                 msg = {"cmd": "time", "impl": c[0], "dtype": c[1], "batch": c[2]}
-                samples[c].append(workers[owner[c[0]]].ask(msg)["seconds"] / c[2])
+                answer = workers[owner[c[0]]].ask(msg)
+                samples[c].append(answer["seconds"] / c[2])
+                faults[c].append(answer["faults"])
     finally:
         for w in workers.values():
             w.close()
     return {"arch": arch, "data": data,
-            **_document(configs, samples, calls, rounds, threads, hello)}
+            **_document(configs, samples, faults, calls, rounds, threads, hello)}
 
 
-def _document(configs, samples, calls, rounds, threads, hello) -> dict:
+def _document(configs, samples, faults, calls, rounds, threads, hello) -> dict:
     us = {c: statistics.median(samples[c]) * 1e6 for c in configs}
     results = [{"impl": c[0], "dtype": c[1], "batch": c[2], "us_per_image": us[c],
                 "us_per_image_min": min(samples[c]) * 1e6,
-                "us_per_image_max": max(samples[c]) * 1e6, "calls_per_round": calls[c]}
+                "us_per_image_max": max(samples[c]) * 1e6, "calls_per_round": calls[c],
+                "faults_per_call": statistics.median(faults[c])}
                for c in configs]
     lesson_us = us[("lesson", "float64", 1)]
     ratios, speedups = [], []
@@ -285,7 +295,8 @@ def print_table(doc: dict) -> None:
                         f"rounds, {doc['threads']} thread(s) each")
     # np/torch: NumPy's time over PyTorch's (below 1 is faster); vs loops: the lesson's loops'
     # time over NumPy's
-    for name in ("", "dtype", "batch", "median", "min", "np/torch", "vs loops"):
+    for name in ("", "dtype", "batch", "median", "min", "max", "faults/call", "np/torch",
+                 "vs loops"):
         table.add_column(name, justify="left" if name in ("", "dtype") else "right", no_wrap=True)
     names = {"lesson": "lesson loops", "numpy": "NumPy", "torch": "PyTorch"}
     order = {"lesson": 0, "numpy": 1, "torch": 2}
@@ -295,7 +306,8 @@ def print_table(doc: dict) -> None:
         key = (r["dtype"], r["batch"])
         mine = r["impl"] == "numpy"
         table.add_row(names[r["impl"]], r["dtype"], str(r["batch"]), _fmt_us(r["us_per_image"]),
-                      _fmt_us(r["us_per_image_min"]),
+                      _fmt_us(r["us_per_image_min"]), _fmt_us(r["us_per_image_max"]),
+                      f"{r['faults_per_call']:,.0f}",
                       f"{ratio[key]:.2f}" if mine and key in ratio else "",
                       f"{speedup[key]:,.0f}x" if mine else "")
     console = Console()

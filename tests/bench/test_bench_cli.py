@@ -21,10 +21,12 @@ def test_bench_json_has_the_documented_keys(tmp_path):
     for impl in ("numpy", "torch"):
         for dtype in ("float64", "float32"):
             assert {(impl, dtype, 1), (impl, dtype, 4)} <= seen
-    keys = {"us_per_image", "us_per_image_min", "us_per_image_max", "calls_per_round"}
+    keys = {"us_per_image", "us_per_image_min", "us_per_image_max", "calls_per_round",
+            "faults_per_call"}
     for r in doc["results"]:
         assert keys <= r.keys()
         assert 0 < r["us_per_image_min"] <= r["us_per_image"] <= r["us_per_image_max"]
+        assert r["faults_per_call"] >= 0
     assert {(r["dtype"], r["batch"]) for r in doc["ratios"]} == {
         (d, b) for d in ("float64", "float32") for b in (1, 4)}
     assert all(r["numpy_over_torch"] > 0 for r in doc["ratios"])
