@@ -4,6 +4,7 @@ package touches the UI, imported lazily); the subcommands are headless."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{misplaced[0]} goes after the command: cnntui {args.command} "
                          f"{misplaced[0]} ...")
     try:
+        if args.command != "bench":  # bench sets its own, per side (--threads)
+            limit_threads()
         if args.command is None:
             if not (sys.stdin.isatty() and sys.stdout.isatty()):  # it would wait for keys forever
                 _check_app_inputs(args)  # a wrong --weights or --index is still told first
@@ -241,6 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130
+
+
+def limit_threads() -> int:
+    """The debugger, trace and train run BLAS and PyTorch on $CNNTUI_THREADS threads, 1 unless
+    set: on a busy 2-core machine two threads were slower (the README's training table)."""
+    value = os.environ.get("CNNTUI_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"CNNTUI_THREADS must be a whole number of threads, at least 1, "
+                        f"not {value!r}")
+    import numpy  # noqa: F401  (threadpoolctl limits the BLAS libraries already loaded)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(value))
+    os.environ.setdefault("OMP_NUM_THREADS", value)  # PyTorch reads it when it is imported
+    return int(value)
 
 
 def _check_app_inputs(args: argparse.Namespace) -> None:

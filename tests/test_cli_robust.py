@@ -316,3 +316,29 @@ def test_the_debugger_without_a_terminal_says_so_at_once(args):
 def test_headless_commands_need_no_terminal():
     r = cnntui("trace", "--json", stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and json.loads(r.stdout)["label"] == 0
+
+
+THREADS_PROBE = ("from cnntui.cli import limit_threads; limit_threads(); "
+                 "from threadpoolctl import threadpool_info; import torch; "
+                 "print(sorted({i['num_threads'] for i in threadpool_info()}), "
+                 "torch.get_num_threads())")
+
+
+@pytest.mark.parametrize("value, shown", [(None, "[1] 1"), ("2", "[2] 2")])
+def test_blas_and_torch_run_on_cnntui_threads(value, shown):
+    """One thread unless $CNNTUI_THREADS says otherwise: BLAS and PyTorch alike."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CNNTUI_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if value is not None:
+        env["CNNTUI_THREADS"] = value
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == shown
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+def test_a_bad_thread_count_is_one_sentence(value):
+    r = subprocess.run([sys.executable, "-m", "cnntui", "summary"], capture_output=True,
+                       text=True, env={**os.environ, "CNNTUI_THREADS": value})
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "CNNTUI_THREADS" in r.stderr, r.stderr
