@@ -12,6 +12,7 @@ from cnntui.model import weights_from
 from screens.app import CnnApp
 from screens.colors import MODES, NEGATIVE_GLYPHS, POSITIVE_GLYPHS, palette
 from screens.help import HelpScreen
+from screens.panes import PHASE_SHORT
 from screens.picker import DigitGrid, PickerScreen
 from screens.stepper import StepperScreen
 from screens.views import argmax_mask
@@ -54,7 +55,7 @@ async def test_step_through_all_25_steps_forward_and_back(seed_params):
         steps = app.trace.steps
         assert len(steps) == 25
         for i, step in enumerate(steps):
-            assert f"step {i + 1}/25 {step.phase}" in header(app)
+            assert f"step {i + 1}/25 {PHASE_SHORT[step.phase]}" in header(app)
             title = text_of(app, "#title")
             assert f"{step.name} {tuple(step.value.shape)}" in title
             assert app.screen.query_one(StepList).current == i

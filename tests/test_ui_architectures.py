@@ -8,6 +8,7 @@ from pilot_helpers import wait_for
 
 from cnntui import model
 from screens.app import CnnApp
+from screens.panes import PHASE_SHORT
 from screens.summary import SummaryScreen
 from screens.widgets.tensor_view import TensorView
 from screens.widgets.text_pane import TextPane
@@ -30,7 +31,7 @@ async def test_every_step_of_every_architecture(arch, size):
         assert app.trace.arch is arch
         for i, step in enumerate(app.trace.steps):
             header = app.screen.query_one("#header", TextPane).plain
-            assert f"step {i + 1}/{n} {step.phase}" in header
+            assert f"step {i + 1}/{n} {PHASE_SHORT[step.phase]}" in header
             assert app.screen.query_one("#title", TextPane).plain.startswith(step.layer)
             assert step.torch_ok, (step.name, step.torch_note)
             side = app.screen.query_one("#side", TextPane).plain
