@@ -22,7 +22,7 @@ Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2
 - 2x2 max-pooling compares four corner planes, chunk by chunk, instead of taking an argmax over
   a window axis;
 - glibc's malloc returns large freed blocks to the OS and page-faults them back in on the next
-  call (~4,300 faults, a third of a batch-256 float64 step): so large arrays, results included,
+  call (~4,300 faults, ~20% of a batch-256 float64 step): so large arrays, results included,
   come from a small per-thread pool of buffers (``_empty``) that hands a buffer out again only
   once nothing else refers to it. No process-wide tuning is needed (``tune_malloc`` stays for
   PyTorch's tensors in the trainer).
@@ -89,7 +89,7 @@ def _surely_finite(a: np.ndarray) -> bool:
 # (cnntui bench, batch 64 and 256): from 1 MiB up, batch 64 in float64 is 8% slower; from 8 MiB
 # up, batch 256 in float64 faults again (~3,400 a step).
 _POOL_MIN_BYTES = 4 << 20
-POOL_BYTES = 128 << 20  # per thread; a batch-256 float64 SimpleCNN step keeps ~85 MiB
+POOL_BYTES = 128 << 20  # per thread; a float64 SimpleCNN step pools 27 MiB at batch 256, 84 at 512
 _POOL_PER_KEY = 8  # a step holds up to ~4 live arrays of one shape (z1, a1, da1, dz1)
 _POOL_KEYS = 256
 
@@ -428,7 +428,7 @@ def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.n
     out = _empty((N, C, H_out, W_out), x.dtype)
     argmax = _empty(out.shape, _INTP)
     offsets, corners = _offsets(W), _corners(H_out, W_out, W)
-    B = max(1, CHUNK_BYTES // x[0].nbytes)
+    B = max(1, CHUNK_BYTES // (x.itemsize * math.prod(x.shape[1:]) or 1))
     for n0 in range(0, N, B):
         xn = x[n0:n0 + B]
         n = len(xn)
@@ -449,16 +449,22 @@ def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.n
     return out, argmax
 
 
+def _shared(a: np.ndarray) -> np.ndarray:
+    """An array cached and shared by every call (and thread): read-only."""
+    a.setflags(write=False)
+    return a
+
+
 @functools.lru_cache(maxsize=16)
 def _offsets(W: int) -> np.ndarray:
     """Corner k of a 2x2 window (row-major) as a flat offset from its top-left cell."""
-    return np.array([0, 1, W, W + 1])
+    return _shared(np.array([0, 1, W, W + 1]))
 
 
 @functools.lru_cache(maxsize=16)
 def _corners(H_out: int, W_out: int, W: int) -> np.ndarray:
     """The flat index of each 2x2 window's top-left cell."""
-    return np.arange(H_out)[:, None] * (2 * W) + np.arange(W_out) * 2
+    return _shared(np.arange(H_out)[:, None] * (2 * W) + np.arange(W_out) * 2)
 
 
 def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
