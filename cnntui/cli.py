@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def limit_threads() -> int:
-    """The debugger, trace and train run BLAS and PyTorch on $CNNTUI_THREADS threads, 1 unless
-    set: on a busy 2-core machine two threads were slower (the README's training table)."""
+    """Every command but bench runs BLAS and PyTorch on $CNNTUI_THREADS threads, 1 unless set:
+    on a busy 2-core machine two threads were slower (the README's training table)."""
     value = os.environ.get("CNNTUI_THREADS", "1")
     if not value.isdigit() or int(value) < 1:
         raise UserError(f"CNNTUI_THREADS must be a whole number of threads, at least 1, "

@@ -34,11 +34,13 @@ def num_within(v: float, width: int) -> str:
     """``num(v)``, with fewer digits if it would not fit in ``width`` characters: digits go,
     never the sign or the exponent."""
     text = num(v)
+    if not np.isfinite(v):
+        return text
     for digits in (3, 2, 1):
-        if len(text) <= width or not np.isfinite(v):
-            break
+        if len(text) <= width:
+            return text
         text = f"{v:.{digits}g}"
-    return text if len(text) <= width or not np.isfinite(v) else f"{v:.0e}"
+    return text if len(text) <= width else f"{v:.0e}"
 
 
 def nonfinite_flags(nan: int, posinf: int, neginf: int) -> list[str]:

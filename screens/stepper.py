@@ -140,7 +140,8 @@ class StepperScreen(Screen):
         self.update: explain.Update | None = None
         self.undo: list[tuple[dict[str, np.ndarray], str]] = []  # weights before each apply
         self._timer = None
-        self._floor_key: tuple[int, int] | None = None  # (trace, width) of explain_floor
+        self._floor_trace: Trace | None = None  # explain_floor's trace and width
+        self._floor_width = 0
         self._floor = 0
 
     @property
@@ -312,9 +313,8 @@ class StepperScreen(Screen):
         at least that height on every step, so stepping does not resize it: a resize is a
         layout pass and a repaint of every pane (a third of a step's time)."""
         trace = self.cnn.trace
-        key = (id(trace), width)
-        if self._floor_key != key:
-            self._floor_key = key
+        if self._floor_trace is not trace or self._floor_width != width:
+            self._floor_trace, self._floor_width = trace, width
             self._floor = max(len(panes.explain_text(s).wrap(self.app.console, width))
                               for s in trace.steps)
         return self._floor

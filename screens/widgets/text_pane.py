@@ -4,6 +4,7 @@ keeps a step's redraw cheap. Long content scrolls."""
 from __future__ import annotations
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -24,6 +25,8 @@ class TextPane(ScrollView, can_focus=False):
         self.text = Text()
         self._lines: list[Strip] = []
         self._key: tuple | None = None
+        self._base = Style()  # the pane's own style and inner width, set by _rebuild
+        self._width = 0
 
     def set(self, text: Text) -> None:
         if text == self.text and self._key is not None:
