@@ -201,7 +201,11 @@ def cell_view(step: Step, trace: Trace, explained: Explained, mode: str = "truec
         r0, r1, c0, c1 = explained.receptive_field
         marks = np.zeros(explained.effective_rf.shape, dtype=bool)
         marks[r0:r1 + 1, c0:c1 + 1] = True
-        tiles.append(Tile(f"|d cell/dx| in RF {r1 - r0 + 1}x{c1 - c0 + 1}",
+        size = f"RF {r1 - r0 + 1}x{c1 - c0 + 1}"
+        if not any(t.label.startswith("x[") for t in tiles):  # past the first layer: x itself
+            x = np.asarray(trace["x"].value, dtype=np.float64)
+            tiles.append(Tile(f"x {size}", x.reshape(-1, *x.shape[-2:])[0], 0, 0, marks))
+        tiles.append(Tile(f"|d cell/dx| in {size}",
                           explained.effective_rf, 0, 0, marks))
     _ranged(tiles, True)
     # selected: drawn at full size (scrolling if it must), so the cursor is one pixel

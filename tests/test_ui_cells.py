@@ -64,6 +64,11 @@ async def test_the_cursor_walks_a_conv_output_and_shows_its_window_and_receptive
         assert marked(rf) == {(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)}
         assert np.array_equal(rf.data, want.effective_rf)
         assert f"RF {r1 - r0 + 1}x{c1 - c0 + 1}" in rf.label
+        on_x = view.tiles[-2]  # and outlined on x itself (the first conv's window tile is x)
+        assert on_x.label.startswith("x")
+        assert np.array_equal(on_x.data, app.trace["x"].value[0])
+        if not on_x.label.startswith("x["):
+            assert marked(on_x) == marked(rf)
         text = side(app)
         assert f"{conv.name}[1,2,3] = {want.value:.6g}" in text
         assert all(line.split()[0] in text for line in want.lines if line.strip())
@@ -88,7 +93,13 @@ async def test_cell_mode_on_every_step(key):
             assert f"= {want.value:.6g}" in side(app), step.name
             assert want.value == step.value[cell]
             if step.phase == "forward" and app.screen.view.kind == "tiles":
-                assert app.screen.view.tiles[-1].label.startswith("|d cell/dx|"), step.name
+                tiles = app.screen.view.tiles
+                assert tiles[-1].label.startswith("|d cell/dx|"), step.name
+                on_x = tiles[-2]  # the receptive field is outlined on x itself too
+                assert np.array_equal(on_x.data, app.trace["x"].value[0]), step.name
+                if not on_x.label.startswith(("x[", "x cursor")):
+                    assert on_x.label.startswith("x RF"), step.name
+                    assert (on_x.marks == tiles[-1].marks).all(), step.name
 
 
 async def test_pool_cell_outlines_its_window_and_names_the_argmax():
