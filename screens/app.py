@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,14 +25,15 @@ from textual.screen import Screen
 from cnntui import model
 from cnntui.data import DRAWING_EXPLANATION, Dataset, Sample, load_dataset, load_digits
 from cnntui.trace import Step, Trace, trace_sample
-from cnntui.training import TrainConfig, Trainer
+from cnntui.training import TrainConfig
+from cnntui.training.process import TrainerProcess
 from screens.canvas import CanvasScreen
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
 from screens.help import HelpScreen
 from screens.picker import PickerScreen
 from screens.stepper import StepperScreen
-from screens.training import SaveWeightsScreen, TrainingScreen
+from screens.training import SaveWeightsScreen, TrainerFactory, TrainingScreen
 
 REFERENCE_MODES = ("thread", "sync", "off")
 COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
@@ -80,7 +81,7 @@ class CnnApp(App[int]):
     def __init__(self, params: dict[str, np.ndarray], weights_desc: str = "seed", *,
                  index: int = 0, color: str = "auto", reference: str = "thread",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
-                 trainer_factory: Callable[[dict[str, np.ndarray] | None], Trainer] | None = None,
+                 trainer_factory: TrainerFactory | None = None,
                  arch: model.Architecture = model.SIMPLE_CNN, notice: str | None = None,
                  data: Dataset | None = None, sample: Sample | None = None):
         if reference not in REFERENCE_MODES:
@@ -116,7 +117,7 @@ class CnnApp(App[int]):
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
         self.trainer_factory = trainer_factory or (
-            lambda params: Trainer(TrainConfig.for_data(self.digits.name), params=params,
+            lambda params: TrainerProcess(TrainConfig.for_data(self.digits.name), params=params,
                                    data=self.digits,
                                    arch=self.arch))
         self.training: TrainingScreen | None = None

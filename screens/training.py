@@ -1,10 +1,12 @@
 """The training screen: train SimpleCNN live, watch it learn, and hand the weights to the stepper.
 
-The trainer (``cnntui.training.Trainer``) runs in a thread worker. Its events land in a ``Feed``
+The trainer (``cnntui.training.process.TrainerProcess`` by default: the trainer in a child
+process, so training and the UI don't share a GIL) runs from a thread worker, which mostly waits
+for the child's events. They land in a ``Feed``
 (appends and attribute swaps only); a 20 Hz timer on the UI side draws the latest state when
 something changed, so however fast the batches come the screen updates at most 20 times a
 second and the keys stay responsive. The controls (pause, stop, learning rate, optimiser,
-reset) are the trainer's own thread-safe methods.
+reset) are the trainer's own methods, safe from the UI thread.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from textual.worker import Worker
 
 from cnntui.model import WeightsError, npz_path
 from cnntui.training import BatchEnd, ConfigError, EpochEnd, Reset, RunEnd, Trainer
+from cnntui.training.process import TrainerProcess
 from screens import training_panes as tp
 from screens.colors import palette
 from screens.widgets.footer import Footer
@@ -54,7 +57,7 @@ SLOW_INTERVAL = 0.5  # seconds between redraws of the filters and gradient norms
 DEFAULT_SAVE_PATH = "cnntui-weights.npz"
 LR_GROUP = Binding.Group("lr", compact=True)
 # makes the screen's trainer: from the seed initialisation (None) or from the given weights
-TrainerFactory = Callable[[dict[str, np.ndarray] | None], Trainer]
+TrainerFactory = Callable[[dict[str, np.ndarray] | None], Trainer | TrainerProcess]
 
 
 def loss_summary(values: list[float]) -> float:
@@ -253,8 +256,8 @@ class TrainingScreen(Screen):
 
     def on_unmount(self) -> None:
         # the app is closing (a popped training screen stays installed): never leave the
-        # training thread running, or the process would wait for it
-        self.trainer.stop()
+        # training thread (or process) running, or the app would wait for it
+        self.trainer.close()
 
     # ---- the training thread --------------------------------------------------------------------
 
@@ -527,6 +530,7 @@ class TrainingScreen(Screen):
             return
         old = self.trainer
         self.trainer = self.factory(self.cnn.params)
+        old.close()
         self.trainer.set_lr(old.lr)  # keep what +, - and o chose
         self.trainer.set_optimizer(old.config.optimizer)
         self.feed.clear()

@@ -16,7 +16,8 @@ from textual.widgets import ContentSwitcher, Input, OptionList, Sparkline
 
 from cnntui.data import load_digits
 from cnntui.model import SIMPLE_CNN, load_weights, weights_from
-from cnntui.training import TrainConfig, Trainer
+from cnntui.training import TrainConfig
+from cnntui.training.process import TrainerProcess
 from screens.app import CnnApp
 from screens.help import HelpScreen, help_rows
 from screens.stepper import StepperScreen
@@ -37,8 +38,8 @@ def pretrained():
 def factory(config: TrainConfig = TINY, n_train: int = 256, n_test: int = 120):
     digits = load_digits()
 
-    def make(params=None) -> Trainer:  # noqa: ANN001
-        return Trainer(config, params=params, data=digits,
+    def make(params=None) -> TrainerProcess:  # noqa: ANN001 - the app's default kind
+        return TrainerProcess(config, params=params, data=digits,
                        train_idx=digits.train_idx[:n_train], test_idx=digits.test_idx[:n_test])
 
     return make

@@ -80,9 +80,6 @@ def _bench_worker(framework: str, config: dict, epochs: int, threads: int | None
     """One side of ``bench_against_torch``, in its own process; prints images/s."""
     import json
 
-    from cnntui.ops import tune_malloc
-
-    tune_malloc()  # as Trainer.run does; glibc's malloc serves PyTorch's CPU tensors too
     cfg = TrainConfig(**{**config, "betas": tuple(config["betas"]), "epochs": epochs})
     arch = model.ARCHITECTURES[arch_key]
     digits = load_digits()

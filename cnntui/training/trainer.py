@@ -66,6 +66,12 @@ def evaluate(params: dict[str, np.ndarray], x: np.ndarray, labels: np.ndarray,
                       np.asarray(indices), np.asarray(labels), predicted)
 
 
+def start_params(arch: Architecture, params: dict[str, np.ndarray] | None,
+                 dtype: str) -> dict[str, np.ndarray]:
+    """What a trainer starts from: ``params``, or the seed initialisation, in ``dtype``."""
+    return model.cast_params(params if params is not None else arch.init_params(), dtype)
+
+
 class Trainer:
     """Trains ``arch`` on a data set (default: the digits). Typical use from a UI thread worker::
 
@@ -92,8 +98,7 @@ class Trainer:
         if len(self.train_idx) == 0 or len(self.test_idx) == 0:
             raise ConfigError("training needs at least one training and one test digit")
         self._cast_data()
-        self._params = model.cast_params(params if params is not None else arch.init_params(),
-                                         config.dtype)
+        self._params = start_params(arch, params, config.dtype)
         self._optimizer = make_optimizer(config, arch)
         self._lock = threading.Lock()  # guards settings, weights and history against the controls
         self._resets = 0  # counts reset() calls, so a run notices one
@@ -160,6 +165,10 @@ class Trainer:
         self._stop.set()
         self._go.set()
 
+    def close(self) -> None:
+        """Done with this trainer: stop a run (``TrainerProcess`` also ends its process)."""
+        self.stop()
+
     def set_lr(self, lr: float) -> float:
         """Set the base learning rate (the schedule still scales it); returns it."""
         if not (math.isfinite(lr) and lr > 0):
@@ -197,7 +206,7 @@ class Trainer:
         """Back to the seed initialisation with fresh optimiser state and no history; a running
         run restarts at epoch 1 (after a ``Reset`` event)."""
         with self._lock:
-            self._params = model.cast_params(self.arch.init_params(), self._config.dtype)
+            self._params = start_params(self.arch, None, self._config.dtype)
             self._optimizer = make_optimizer(self._config, self.arch)
             self._resets += 1
             self.epoch, self.history, self.epoch_params = 0, [], None
@@ -236,9 +245,6 @@ class Trainer:
             self._running = True
             self._stop.clear()
         emit = callback or (lambda event: None)
-        from cnntui.ops import tune_malloc
-
-        tune_malloc()  # ops.py: long-running callers should keep freed memory (~10% faster here)
         try:
             with np.errstate(all="ignore"):  # overflow is caught below, as divergence
                 result = self._run(emit)
