@@ -31,9 +31,10 @@ from screens.canvas import CanvasScreen
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
 from screens.help import HelpScreen
+from screens.keys import binding_sections, keymap_path, load_keymap, remapped
 from screens.picker import PickerScreen
 from screens.stepper import StepperScreen
-from screens.training import SaveWeightsScreen, TrainerFactory, TrainingScreen
+from screens.training import TrainerFactory, TrainingScreen
 
 REFERENCE_MODES = ("thread", "sync", "off")
 COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
@@ -121,6 +122,9 @@ class CnnApp(App[int]):
                                    data=self.digits,
                                    arch=self.arch))
         self.training: TrainingScreen | None = None
+        ids = {b.id for _, bindings in binding_sections() for b in bindings if b.id}
+        self.keymap, self.keymap_errors = load_keymap(keymap_path(), ids)
+        self.set_keymap(self.keymap)
         if reference == "sync":
             self._attach_now()
         if predictions == "sync":
@@ -130,6 +134,8 @@ class CnnApp(App[int]):
         return self.stepper
 
     def on_mount(self) -> None:
+        for error in self.keymap_errors:
+            self.notify(error, title="keymap", severity="error", timeout=12)
         if self.notice:
             self.notify(self.notice, timeout=10)
         if self.reference_mode == "thread":
@@ -401,19 +407,8 @@ class CnnApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
             return
-        self.push_screen(HelpScreen([
-            # stepping first: the cell-mode arrows come first only to win the keys in cell mode
-            ("Stepper", sorted(StepperScreen.BINDINGS,
-                               key=lambda b: b.action.startswith("move"))),
-            ("Training (t)", TrainingScreen.BINDINGS),
-            ("Save dialog (w)", SaveWeightsScreen.BINDINGS),
-            ("Everywhere", [*CnnApp.BINDINGS,
-                            Binding("ctrl+p", "command_palette",
-                                    "command palette: go to step, open digit N, all actions")]),
-            ("Digit picker (d)", PickerScreen.BINDINGS),
-            ("Drawing canvas (D)", CanvasScreen.BINDINGS),
-            ("Help", HelpScreen.BINDINGS),
-        ]))
+        self.push_screen(HelpScreen([(title, remapped(bindings, self.keymap))
+                                     for title, bindings in binding_sections()]))
 
     def export_screenshot(self, *, title: str | None = None, simplify: bool = False) -> str:
         """Textual's SVG export, rendered with the terminal's own colour system instead of

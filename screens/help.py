@@ -10,31 +10,23 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from screens.keys import key_text, keymap_path
 from screens.widgets.too_small import TooSmall
 
-KEY_NAMES = {
-    "right": "→", "left": "←", "up": "↑", "down": "↓", "home": "Home", "end": "End",
-    "space": "space", "tab": "Tab", "escape": "Esc", "enter": "Enter", "question_mark": "?",
-    "left_square_bracket": "[", "right_square_bracket": "]", "pageup": "PgUp",
-    "pagedown": "PgDn", "f1": "F1", "plus": "+", "minus": "-", "equals_sign": "=",
-}
 
-
-def key_text(keys: str) -> str:
-    return " ".join(KEY_NAMES.get(k, k) for k in keys.split(","))
-
-
-def help_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
-    """(keys, description) for each binding; the channel keys are folded into one line."""
-    rows: list[tuple[str, str]] = []
+def help_rows(bindings: list[Binding]) -> list[tuple[str, str, str]]:
+    """(keys, description, binding id) for each binding; the channel keys are folded into one
+    line. The id is what a keymap file (``screens/keys.py``) remaps."""
+    rows: list[tuple[str, str, str]] = []
     channel_done = False
     for b in bindings:
         if b.id and b.id.startswith("channel_"):
             if not channel_done:
-                rows.append(("0-9", "Enlarge channel #0-#9 (the same key again: all channels)"))
+                rows.append(("0-9", "Enlarge channel #0-#9 (the same key again: all channels)",
+                             "channel_0 .. channel_9"))
                 channel_done = True
             continue
-        rows.append((key_text(b.key), b.tooltip or b.description or b.action))
+        rows.append((key_text(b.key), b.tooltip or b.description or b.action, b.id or ""))
     return rows
 
 
@@ -46,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
     ]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 76; max-width: 100%; height: auto; max-height: 100%;
+    HelpScreen > VerticalScroll { width: 100; max-width: 100%; height: auto; max-height: 100%;
                                   border: round $accent; background: $surface; padding: 0 1; }
     """
 
@@ -58,10 +50,15 @@ class HelpScreen(ModalScreen[None]):
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
+        table.add_column(style="dim", no_wrap=True)
         for title, bindings in self.sections:
-            table.add_row(Text(title, style="bold underline"), "")
-            for keys, text in help_rows(bindings):
-                table.add_row(keys, text)
+            table.add_row(Text(title, style="bold underline"), "", "")
+            for keys, text, binding_id in help_rows(bindings):
+                table.add_row(keys, text, binding_id)
+        table.add_row("", "")
+        table.add_row(Text("Your keys", style="bold underline"), "")
+        table.add_row("", f"{keymap_path()} remaps a binding by the id in the last column, "
+                          f"one per line: next_step = \"right,j\"")
         table.add_row("", "")
         table.add_row(Text("Mouse (optional)", style="bold underline"), "")
         table.add_row("click", "a step in the step list, a digit in the picker, a cell of a map")

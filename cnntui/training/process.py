@@ -269,4 +269,7 @@ if __name__ == "__main__":
     from cnntui.cli import limit_threads
 
     limit_threads()  # the parent's CNNTUI_THREADS, as for every command
+    # a request waits for the training thread to let go of the GIL: every 1 ms, not 5, so a
+    # key that asks the child (a learning rate, the weights) is answered within a frame
+    sys.setswitchinterval(0.001)
     _serve(Connection(int(sys.argv[1])), Connection(int(sys.argv[2])))
