@@ -74,6 +74,7 @@ ARCH_HELP = ("simple (the lesson's SimpleCNN, default) | strided (stride-2 convs
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnntui", description="A terminal debugger for a CNN written from scratch in NumPy.")
+    parser.add_argument("--version", action="version", version=f"cnntui {_version()}")
     parser.add_argument("--index", type=_index, default=None,
                         help="digit to open (digits 0-1796, MNIST 0-69999: training digits "
                              "first; default: the test digit the network is least sure about)")
@@ -244,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's), for ``--version``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnntui")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def limit_threads() -> int:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,13 @@ def test_a_bad_thread_count_is_one_sentence(value):
                        text=True, env={**os.environ, "CNNTUI_THREADS": value})
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "CNNTUI_THREADS" in r.stderr, r.stderr
+
+
+def test_version_names_the_installed_release():
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "cnntui", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == f"cnntui {version('cnntui')}\n"
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    assert version("cnntui") == tomllib.loads(pyproject.read_text())["project"]["version"]
