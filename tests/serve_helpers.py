@@ -89,12 +89,15 @@ def wait(what: str, condition, timeout: float = PATIENCE):  # noqa: ANN001
 def start_server(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     """``cnntui serve ARGS`` on a free port, once it listens; the process and its URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cnntui", "serve", "--port", str(port), *args],
-                            cwd=cwd, env={**os.environ, "CNNTUI_CACHE_DIR": str(cwd / "cache")},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = cwd / "serve.log"  # a file, not a pipe nobody reads: the server logs every request
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cnntui", "serve", "--port", str(port), *args], cwd=cwd,
+            env={**os.environ, "CNNTUI_CACHE_DIR": str(cwd / "cache")}, stdout=out,
+            stderr=subprocess.STDOUT)
     wait("the server to listen", lambda: proc.poll() is not None or listening(port))
     if proc.poll() is not None:
-        raise AssertionError(f"cnntui serve ended: {proc.stdout.read()}")
+        raise AssertionError(f"cnntui serve ended: {log.read_text()}")
     return proc, f"http://127.0.0.1:{port}/"
 
 
