@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes to time (default: 1 64 256)")
 
     add_train_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -206,11 +207,56 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="threads for both sides of --bench (default: all cores)")
 
 
+SERVE_HELP = ("the debugger in a web browser, one session per tab (textual-serve; no login: "
+              "anyone who can reach the port gets a session)")
+
+
+def _count(text: str, what: str, low: int, high: int | None = None) -> int:
+    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+        upto = f" to {high}" if high else ""
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a {what}: a whole number from {low}{upto}")
+    return int(text)
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """``cnntui serve``; the options it does not know are the debugger's, checked in main."""
+    p = sub.add_parser(
+        "serve", help=SERVE_HELP, description=SERVE_HELP[0].upper() + SERVE_HELP[1:] + ".",
+        epilog="Any other options go to the debugger each tab runs, for example cnntui serve "
+               "--port 8001 --data mnist --weights my.npz. textual-serve has no login or "
+               "encryption: keep the default loopback host and reach it with ssh -L "
+               "8000:localhost:8000 SERVER, or put a proxy with authentication in front.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 "
+                        "lets anyone on the network in, without a login)")
+    p.add_argument("--port", type=lambda t: _count(t, "port", 1, 65535), default=8000,
+                   help="default 8000")
+    p.add_argument("--max-sessions", type=lambda t: _count(t, "number of sessions", 1),
+                   metavar="N", help="refuse tabs past N live sessions, with a message "
+                                     "(default: no limit)")
+
+
+def _serve_app_args(rest: list[str]) -> list[str]:
+    """The debugger's options given to ``cnntui serve``, checked as ``cnntui`` itself would
+    before the server starts: a typo gets one sentence now, not a dead tab later."""
+    parser = build_parser()
+    app = parser.parse_args(rest)  # a bad option: argparse's one line, exit status 2
+    if app.command:
+        parser.error(f"cnntui serve runs the debugger; {app.command} is a command of its own, "
+                     f"not an option of serve")
+    _check_app_inputs(app)
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     replace_unencodable(sys.stdout, sys.stderr)  # the commands themselves fall back to ASCII
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "serve":  # serve hands the options it does not know on
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.app_args = rest
     if args.command:
         # the options before a command are the debugger's: silently ignoring them would show
         # another digit or other weights than the user asked for
@@ -223,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "bench":  # bench sets its own, per side (--threads)
             limit_threads()
         if args.command is None:
-            if not (sys.stdin.isatty() and sys.stdout.isatty()):  # it would wait for keys forever
+            # without a terminal it would wait for keys forever; a TEXTUAL_DRIVER (the web driver
+            # of cnntui serve) brings its own input and output
+            if not (os.environ.get("TEXTUAL_DRIVER")
+                    or sys.stdin.isatty() and sys.stdout.isatty()):
                 _check_app_inputs(args)  # a wrong --weights or --index is still told first
                 raise UserError("the debugger needs a terminal for its input and output; "
                                 "without one, use a command such as cnntui trace (see --help)")
@@ -304,4 +353,9 @@ def _run_command(args: argparse.Namespace) -> int:
         from cnntui import train_cli
 
         return train_cli.main(train_cli.TrainOptions.from_args(args))
+    if args.command == "serve":
+        app_args = _serve_app_args(args.app_args)
+        from screens.serve import serve  # the UI side, imported only to serve it
+
+        return serve(app_args, args.host, args.port, args.max_sessions)
     raise UserError(f"unknown command {args.command}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import os
 import re
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.color import ColorSystem
+from textual import events, on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -434,8 +436,8 @@ class CnnApp(App[int]):
         for command in super().get_system_commands(screen):
             if command.title != "Screenshot":
                 yield command
-        yield SystemCommand("Screenshot", f"Save an SVG screenshot to {self.screenshot_dir} "
-                                          f"(ctrl+s)",
+        where = "your browser" if self.is_web else self.screenshot_dir
+        yield SystemCommand("Screenshot", f"Save an SVG screenshot to {where} (ctrl+s)",
                             lambda: self.set_timer(0.1, self.action_screenshot))
 
     def action_screenshot(self) -> None:
@@ -448,14 +450,47 @@ class CnnApp(App[int]):
         if not folder.is_dir():
             folder = Path(tempfile.gettempdir())
             note = f" ({self.screenshot_dir} does not exist)"
+        svg = self.export_screenshot()
+
+        def write(path: Path) -> Path:
+            path.write_text(svg, encoding="utf-8")
+            return path
+
+        if self.deliver_to_browser(f"{stem}.svg", write, "image/svg+xml"):
+            return
         try:
-            path = _write_new_file(folder, stem, ".svg", self.export_screenshot())
+            path = _write_new_file(folder, stem, ".svg", svg)
         except OSError as e:
             self.notify(f"could not save the screenshot in {folder}: {e.strerror or e}",
                         severity="error", timeout=8)
             return
         self.last_screenshot = str(path)
         self.notify(f"screenshot saved to {path}{note}", timeout=6)
+
+
+    def deliver_to_browser(self, filename: str, write: Callable[[Path], Path],
+                           mime_type: str) -> bool:
+        """Under the web driver (``cnntui serve``) the user's disk is the browser's, not this
+        server's: ``write(path)`` the file into a temporary folder (it returns the path it
+        wrote, which may differ), send it to the browser as a download named as written and
+        return True. In a terminal return False at once; the caller saves as it always has.
+        ``write``'s errors propagate, as they would from the caller's own save."""
+        if not self.is_web:
+            return False
+        with tempfile.TemporaryDirectory(prefix="cnntui-deliver-") as folder:
+            written = Path(write(Path(folder) / filename))
+            content = written.read_bytes()
+        # delivered in a thread by Textual; DeliveryFailed below reports a failure
+        self.deliver_binary(io.BytesIO(content), save_filename=written.name,
+                            mime_type=mime_type, name=f"cnntui:{written.name}")
+        self.notify(f"{written.name} sent to your browser (see its downloads)", timeout=6)
+        return True
+
+    @on(events.DeliveryFailed)
+    def _delivery_failed(self, event: events.DeliveryFailed) -> None:
+        if (event.name or "").startswith("cnntui:"):
+            self.notify(f"the browser did not get {event.name[7:]}: {event.exception}",
+                        severity="error", timeout=8)
 
 
 def _write_new_file(folder: Path, stem: str, suffix: str, text: str) -> Path:

@@ -563,8 +563,13 @@ class TrainingScreen(Screen):
         self.app.push_screen(SaveWeightsScreen(self.save_path), chosen)
 
     def save_to(self, path: str) -> None:
+        """Save the weights to ``path``; under ``cnntui serve``, to the browser, named as
+        ``path``'s last part (the server's disk is not the user's)."""
         self.save_path = path
         try:
+            if self.cnn.deliver_to_browser(Path(path).name, self.trainer.save,
+                                           "application/octet-stream"):
+                return
             saved = self.trainer.save(Path(path).expanduser())
         except (OSError, WeightsError, ValueError) as e:
             reason = getattr(e, "strerror", None) or str(e)
