@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -466,7 +466,6 @@ class CnnApp(App[int]):
             return
         self.last_screenshot = str(path)
         self.notify(f"screenshot saved to {path}{note}", timeout=6)
-
 
     def deliver_to_browser(self, filename: str, write: Callable[[Path], Path],
                            mime_type: str) -> bool:
