@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from cnntui.training.process import TrainerProcess
 from screens.canvas import CanvasScreen
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
+from screens.figure import svg_to_png
 from screens.help import HelpScreen
 from screens.keys import binding_sections, keymap_path, load_keymap, remapped
 from screens.picker import PickerScreen
@@ -441,31 +443,52 @@ class CnnApp(App[int]):
                             lambda: self.set_timer(0.1, self.action_screenshot))
 
     def action_screenshot(self) -> None:
-        """Save an SVG of the screen shown to ``screenshot_dir`` under a new name; if that
-        folder is missing, to the temporary folder, and say so."""
+        """Save the screen shown as an SVG, and a PNG of it where a converter exists."""
         step = self.trace.steps[self.step_index]
-        what = re.sub(r"[^a-z0-9]+", "", self.trace.input_name.lower())  # digit5, imagea7png
-        stem = f"cnntui-{what}-{step.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.save_export(f"cnntui-{self.input_stem()}-{step.name}", "screenshot",
+                         self.export_screenshot())
+
+    def input_stem(self) -> str:
+        """The input shown, for file names: digit5, imagea7png, drawing."""
+        return re.sub(r"[^a-z0-9]+", "", self.trace.input_name.lower())
+
+    def save_export(self, stem: str, what: str, svg: str, png: bytes | None = None) -> None:
+        """Save ``svg`` and a PNG (``png``, else the SVG converted where a converter exists:
+        that takes a moment, so in a thread) to ``screenshot_dir`` as ``stem-<time>.svg/.png``
+        under new names; if that folder is missing, to the temporary folder, and say so; under
+        ``cnntui serve``, to the browser."""
+        stem = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+        def convert() -> None:
+            files = [(".svg", svg, "image/svg+xml")]
+            picture = png if png is not None else svg_to_png(svg)
+            if picture is not None:
+                files.append((".png", picture, "image/png"))
+            self.call_from_thread(self._save_files, stem, what, files)
+
+        self.run_worker(convert, thread=True, group="export", exit_on_error=False)
+
+    def _save_files(self, stem: str, what: str, files: list[tuple[str, str | bytes, str]]) -> None:
+        if self.is_web:
+            for suffix, content, mime in files:
+                self.deliver_to_browser(stem + suffix, partial(_write_to, content), mime)
+            return
         folder, note = self.screenshot_dir, ""
         if not folder.is_dir():
             folder = Path(tempfile.gettempdir())
             note = f" ({self.screenshot_dir} does not exist)"
-        svg = self.export_screenshot()
-
-        def write(path: Path) -> Path:
-            path.write_text(svg, encoding="utf-8")
-            return path
-
-        if self.deliver_to_browser(f"{stem}.svg", write, "image/svg+xml"):
-            return
+        saved: list[Path] = []
         try:
-            path = _write_new_file(folder, stem, ".svg", svg)
+            for suffix, content, _ in files:  # the PNG takes the SVG's (numbered) name
+                saved.append(_write_new_file(folder, saved[0].stem if saved else stem, suffix,
+                                             content))
         except OSError as e:
-            self.notify(f"could not save the screenshot in {folder}: {e.strerror or e}",
+            self.notify(f"could not save the {what} in {folder}: {e.strerror or e}",
                         severity="error", timeout=8)
             return
-        self.last_screenshot = str(path)
-        self.notify(f"screenshot saved to {path}{note}", timeout=6)
+        self.last_export = saved
+        also = "".join(f" and {p.suffix[1:].upper()}" for p in saved[1:])
+        self.notify(f"{what} saved to {saved[0]}{also}{note}", timeout=6)
 
     def deliver_to_browser(self, filename: str, write: Callable[[Path], Path],
                            mime_type: str) -> bool:
@@ -492,13 +515,23 @@ class CnnApp(App[int]):
                         severity="error", timeout=8)
 
 
-def _write_new_file(folder: Path, stem: str, suffix: str, text: str) -> Path:
-    """Write ``text`` to ``folder/stem+suffix``, or ``stem-2+suffix`` and so on if that exists:
-    a temp file renamed into place, so a file is never overwritten nor left half-written."""
+def _as_bytes(content: str | bytes) -> bytes:
+    return content.encode() if isinstance(content, str) else content  # text as UTF-8
+
+
+def _write_to(content: str | bytes, path: Path) -> Path:
+    path.write_bytes(_as_bytes(content))
+    return path
+
+
+def _write_new_file(folder: Path, stem: str, suffix: str, content: str | bytes) -> Path:
+    """Write ``content`` to ``folder/stem+suffix``, or ``stem-2+suffix`` and so on if that
+    exists: a temp file renamed into place, so a file is never overwritten nor left
+    half-written."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_as_bytes(content))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; open() would not

@@ -16,6 +16,7 @@ from cnntui import explain
 from cnntui.trace import Step, Trace
 from screens import cell_view, panes
 from screens.colors import palette
+from screens.figure import figure_png, figure_svg, text_svg
 from screens.views import View, build_view
 from screens.widgets.footer import Footer
 from screens.widgets.steps import StepBar, StepChosen, StepList
@@ -114,6 +115,12 @@ class StepperScreen(Screen):
         Binding("z", "undo_update", "undo", id="undo_update",
                 tooltip=f"Undo the last applied {UPDATE_STEP} step"),
         Binding("escape", "channel(-1)", "All channels", show=False, id="all_channels"),
+        Binding("e", "export_figure", "figure", show=False, id="export_figure",
+                tooltip="Save the picture shown (all channels, one enlarged, cell mode's or "
+                        "the update's) as an SVG and a PNG figure for slides"),
+        Binding("E", "export_explanation", "explanation", show=False, id="export_explanation",
+                tooltip="Save the explanation shown (in cell mode: how the number is made) as "
+                        "an SVG figure, and a PNG where a converter exists"),
         # the maps and the side pane outgrow small terminals: let the keyboard reach the rest
         Binding("pagedown", "scroll('map', 1)", "Scroll the maps down", show=False,
                 id="maps_down"),
@@ -583,6 +590,27 @@ class StepperScreen(Screen):
         self.redraw()
         if self.magnitude and self.step.phase == "forward":
             self.notify("the |grad| view applies to backward steps", timeout=2)
+
+    def export_name(self) -> str:
+        where = "update" if self.at_update else self.step.name
+        cell = "" if self.cell is None else "-" + "-".join(map(str, self.cell))
+        return f"cnntui-{self.cnn.input_stem()}-{where}{cell}"
+
+    def action_export_figure(self) -> None:
+        if self.view is None:
+            self.notify("there is no picture on this step to save", timeout=3)
+            return
+        self.cnn.save_export(f"{self.export_name()}-figure", "figure", figure_svg(self.view),
+                             figure_png(self.view))
+
+    def action_export_explanation(self) -> None:
+        parts = [self.query_one("#title", TextPane).text]
+        if self.cell is not None:  # the products, the sum and the value are in the side pane
+            parts.append(self.query_one("#side", TextPane).text)
+        parts.append(self.query_one("#explain", TextPane).text)
+        width = self.query_one("#center").size.width or 80
+        self.cnn.save_export(f"{self.export_name()}-explanation", "explanation",
+                             text_svg(Text("\n\n").join(parts), width, self.cnn.trace.input_name))
 
     def action_values(self) -> None:
         self.show_values = not self.show_values

@@ -27,3 +27,9 @@ def pretrained_app(key: str = "simple", index: int = 5, **kw):
     arch = model.ARCHITECTURES[key]
     params, desc = model.weights_from(model.PRETRAINED, arch)
     return make_app(params, desc, arch=arch, index=index, **kw)
+
+
+async def wait_for_exports(pilot) -> None:
+    """Let a save (ctrl+s, a figure) finish: its PNG is made in a worker thread, then saved."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pilot_helpers import wait_for_exports
 
 from cnntui import cli, model
 from cnntui.data import load_digits
+from screens.figure import png_converter
 
 # ---- 1. one default for the weights --------------------------------------------------------
 
@@ -258,15 +260,18 @@ async def test_ctrl_s_saves_a_screenshot_on_every_screen(tmp_path, keys, screen,
         assert type(app.screen).__name__ == screen
         assert _svgs(tmp_path) == []
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await wait_for_exports(pilot)
         files = _svgs(tmp_path)
         assert len(files) == 1, f"ctrl+s saved nothing on the {screen}"
         assert shown in _svg_text(files[0])  # that screen, not the one under it
         assert type(app.screen).__name__ == screen  # and it is still open
         assert any(str(files[0]) in str(n.message) for n in app._notifications)
         await pilot.press("ctrl+s")  # a second one in the same second gets its own name
-        await pilot.pause()
+        await wait_for_exports(pilot)
         assert len(_svgs(tmp_path)) == 2
+        # each with its PNG, under the SVG's name, where a converter exists
+        assert sorted(p.stem for p in tmp_path.glob("*.png")) == \
+            (sorted(p.stem for p in _svgs(tmp_path)) if png_converter() else [])
 
 
 async def test_palette_screenshot_saves_where_ctrl_s_does(tmp_path, monkeypatch):
@@ -301,14 +306,17 @@ async def test_screenshot_into_a_missing_folder_goes_to_the_temp_folder_and_says
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     app = _training_app(gone)
+    png = png_converter() is not None
     async with app.run_test(size=UI_SIZE) as pilot:
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await wait_for_exports(pilot)
         files = _svgs(temp)
         assert len(files) == 1 and not gone.exists()
-        assert sorted(p.name for p in temp.iterdir()) == [files[0].name]  # no temp file left
+        names = [files[0].name] + ([files[0].with_suffix(".png").name] if png else [])
+        assert sorted(p.name for p in temp.iterdir()) == sorted(names)  # no temp file left
         message = list(app._notifications)[-1].message
-        assert message == f"screenshot saved to {files[0]} ({gone} does not exist)"
+        also = " and PNG" if png else ""
+        assert message == f"screenshot saved to {files[0]}{also} ({gone} does not exist)"
 
 
 # ---- 7. a screenshot leaves the terminal's colour system alone -----------------------------

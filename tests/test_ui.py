@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pilot_helpers import make_app, wait_for
+from pilot_helpers import make_app, wait_for, wait_for_exports
 from textual.widgets import DataTable, Static
 
 from cnntui import cli
@@ -498,7 +498,7 @@ async def test_ctrl_s_saves_an_svg_screenshot_and_says_where(seed_params, tmp_pa
     app = make_app(seed_params, screenshot_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await wait_for_exports(pilot)
         files = list(tmp_path.glob("*.svg"))
         assert len(files) == 1 and files[0].read_text().startswith("<svg")
         assert any(str(files[0]) in str(n.message) for n in app._notifications)
