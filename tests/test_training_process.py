@@ -61,6 +61,7 @@ def test_a_run_in_the_child_equals_the_run_in_this_process(digits, remote):
         [e.loss for e in local_events if isinstance(e, BatchEnd)]
     assert isinstance(remote_events[-1], RunEnd) and result.message == expected.message
     assert [e.test_loss for e in result.history] == [e.test_loss for e in expected.history]
+    assert remote.epoch == local.epoch == 2
     ours, theirs = remote.params(), local.params()
     assert list(ours) == list(theirs)
     for k in ours:

@@ -23,7 +23,7 @@ import numpy as np
 
 from cnntui.model import SIMPLE_CNN, Architecture
 from cnntui.training.config import TrainConfig
-from cnntui.training.events import Callback, Evaluation, RunEnd, TrainResult
+from cnntui.training.events import Callback, EpochEnd, Evaluation, Reset, RunEnd, TrainResult
 from cnntui.training.trainer import Trainer, start_params
 
 # the controls that change the settings: the child replies with its new config after each
@@ -51,6 +51,7 @@ class TrainerProcess:
         self._running = False
         self._stopping = False
         self.last_evaluation: Evaluation | None = None
+        self.epoch = 0  # epochs completed in the current (or last) run, as Trainer.epoch
         # the weights as they are, while the child cannot have changed them (no run since)
         self._params: dict[str, np.ndarray] | None = start_params(arch, params, config.dtype)
         self._lock = threading.Lock()  # one request and its reply at a time
@@ -94,7 +95,10 @@ class TrainerProcess:
         return value
 
     def _gone(self) -> str:
-        code = self._proc.poll()
+        try:  # its sockets close as it dies: a moment before it can be reaped
+            code = self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
         how = "" if code is None else f" (exit status {code})"
         return f"the training process ended unexpectedly{how}"
 
@@ -177,7 +181,7 @@ class TrainerProcess:
         self._request("reset")
         self._params = None if self._running else start_params(self.arch, None,
                                                               self._config.dtype)
-        self.last_evaluation = None
+        self.last_evaluation, self.epoch = None, 0
 
     def evaluate(self, params: dict[str, np.ndarray] | None = None) -> Evaluation:
         return self._request("evaluate", params)
@@ -202,7 +206,10 @@ class TrainerProcess:
                     raise RuntimeError(self._gone()) from e
                 if isinstance(event, str):  # the child's run failed: a bug, in one sentence
                     raise RuntimeError(event)
+                if isinstance(event, (EpochEnd, Reset)):
+                    self.epoch = event.epoch if isinstance(event, EpochEnd) else 0
                 if isinstance(event, RunEnd):
+                    self.epoch = event.result.epochs_completed
                     self.last_evaluation = event.result.evaluation
                     self._params = self._request("params", None)
                     break
