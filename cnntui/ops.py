@@ -465,11 +465,12 @@ def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int, relu_out: tuple | None = 
                                                            ).transpose(3, 5, 0, 1, 2, 4)
         top, bottom = np.maximum(q[0, 0], q[0, 1]), np.maximum(q[1, 0], q[1, 1])
         out_n = np.maximum(top, bottom, out=out[n0:n0 + n])
-        less = (q != out_n).view(np.uint8)
-        offset = less[1, 0] + row
-        offset *= less[0, 1]
+        # corners (0, 0), (0, 1), (1, 0); the last one is never asked
+        less = (q.reshape(4, *q.shape[2:])[:3] != out_n).view(np.uint8)
+        offset = less[2] + row
+        offset *= less[1]
         offset += 1
-        offset *= less[0, 0]
+        offset *= less[0]
         np.add(offset, corners, out=argmax[n0:n0 + n])
     if not _surely_finite(out) and np.isnan(out).any():
         return None
