@@ -357,33 +357,30 @@ def conv2d_backward(dout: np.ndarray,
     # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
     dwb = ws.dwb
 
-    def chunks(junk_x: bool, with_dx: bool) -> None:
-        for n0 in range(0, N, B):
+    for n0 in range(0, N, B):
+        n = min(B, N - n0)
+        ws.cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
+        ws.d_valid[:n] = dout[n0:n0 + n]
+        np.matmul(ws.cols_t[:n], ws.dn_t[:n], out=dwb[n0:n0 + n])
+        if stride == 1:
+            np.matmul(w_t, ws.dn[:n], out=ws.dcols_out[:n])
+            if junk_w:
+                ws.junk[:n] = 0
+            np.add.reduce(ws.shifted[..., :n * P], axis=(1, 2), out=dxp[:, n0 * P:(n0 + n) * P])
+        else:  # strided: col2im as kH*kW strided adds (not a path SimpleCNN takes)
+            dcn = np.matmul(w_t, ws.dn[:n]).reshape(n, C, kH, kW, g.H_out, g.W_out)
+            dxn = dxp[n0:n0 + n]
+            for i in range(kH):
+                for j in range(kW):
+                    dxn[:, :, i:i + stride * g.H_out:stride, j:j + stride * g.W_out:stride] += \
+                        dcn[:, :, i, j]
+    if junk and not _surely_finite(dwb) and not _surely_finite(xp):
+        for n0 in range(0, N, B):  # dw again, with the junk columns of cols zeroed
             n = min(B, N - n0)
             ws.cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
-            if junk_x:
-                ws.cols_view[..., g.W_out:] = 0
+            ws.cols_view[..., g.W_out:] = 0
             ws.d_valid[:n] = dout[n0:n0 + n]
             np.matmul(ws.cols_t[:n], ws.dn_t[:n], out=dwb[n0:n0 + n])
-            if not with_dx:
-                continue
-            if stride == 1:
-                np.matmul(w_t, ws.dn[:n], out=ws.dcols_out[:n])
-                if junk_w:
-                    ws.junk[:n] = 0
-                np.add.reduce(ws.shifted[..., :n * P], axis=(1, 2),
-                              out=dxp[:, n0 * P:(n0 + n) * P])
-            else:  # strided: col2im as kH*kW strided adds (not a path SimpleCNN takes)
-                dcn = np.matmul(w_t, ws.dn[:n]).reshape(n, C, kH, kW, g.H_out, g.W_out)
-                dxn = dxp[n0:n0 + n]
-                for i in range(kH):
-                    for j in range(kW):
-                        dxn[:, :, i:i + stride * g.H_out:stride,
-                            j:j + stride * g.W_out:stride] += dcn[:, :, i, j]
-
-    chunks(False, True)
-    if junk and not _surely_finite(dwb) and not _surely_finite(xp):
-        chunks(True, False)
     dwb = dwb.sum(axis=0)
     dw = dwb[:, :K].transpose(0, 2, 1).reshape(F, Cg, kH, kW)
     db = dwb[:, K].reshape(F) if has_bias else None
@@ -460,13 +457,14 @@ def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int, relu_out: tuple | None = 
             xn = np.maximum(0, xn, out=relu_out[0][n0:n0 + n])
             np.not_equal(xn, 0, out=relu_out[1][n0:n0 + n])
         # one copy into four contiguous corner planes; ufuncs over strided views are much slower
-        q = np.empty((2, 2, n, C, H_out, W_out), x.dtype)
+        q4 = np.empty((4, n, C, H_out, W_out), x.dtype)
+        q = q4.reshape(2, 2, n, C, H_out, W_out)
         q[...] = xn[:, :, :2 * H_out, :2 * W_out].reshape(n, C, H_out, 2, W_out, 2
                                                            ).transpose(3, 5, 0, 1, 2, 4)
         top, bottom = np.maximum(q[0, 0], q[0, 1]), np.maximum(q[1, 0], q[1, 1])
         out_n = np.maximum(top, bottom, out=out[n0:n0 + n])
         # corners (0, 0), (0, 1), (1, 0); the last one is never asked
-        less = (q.reshape(4, *q.shape[2:])[:3] != out_n).view(np.uint8)
+        less = (q4[:3] != out_n).view(np.uint8)
         offset = less[2] + row
         offset *= less[1]
         offset += 1
@@ -531,8 +529,8 @@ def relu_maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2
     (~20% of the pair's time at batch 64). A batch of one chunk gains nothing: it makes the two
     calls themselves (as a test that plants an error in ``relu`` expects)."""
     x = np.asarray(x)
-    x = _as(x, _dtype("relu", ("x",), x.dtype))
     if size == stride == 2 and x.ndim == 4 and len(x) > _pool_chunk(x):
+        x = _as(x, _dtype("relu", ("x",), x.dtype))
         _, _, H_out, W_out = _pool_args(x, size, stride)
         out = np.empty(x.shape, x.dtype) if x.nbytes < _POOL_MIN_BYTES else \
             _empty(x.shape, x.dtype)
