@@ -61,6 +61,13 @@ class Architecture:
         """The name of the tensor the softmax reads."""
         return self.layers[-2].out
 
+    @cached_property
+    def relu_pools(self) -> frozenset[int]:
+        """Each i whose layer is a ReLU read by a max-pool: the pair runs as one fused op."""
+        pairs = zip(self.layers, self.layers[1:], strict=False)
+        return frozenset(i for i, (a, b) in enumerate(pairs)
+                         if isinstance(a, layers.ReLU) and isinstance(b, layers.MaxPool))
+
     def layer(self, name: str) -> layers.Layer:
         return next(layer for layer in self.layers if layer.name == name)
 
@@ -140,7 +147,20 @@ def forward(arch: Architecture, params: dict[str, np.ndarray], x: np.ndarray) ->
     acts = {"x": x}
     caches: dict[str, object] = {}
     h = x
-    for layer in arch.layers:
+    fused = arch.relu_pools
+    skip = False
+    for i, layer in enumerate(arch.layers):
+        if skip:  # the pool of a fused pair, done with its ReLU
+            skip = False
+            continue
+        if i in fused:
+            pool = arch.layers[i + 1]
+            (h, caches[layer.name]), (p, caches[pool.name]) = ops.relu_maxpool2d(
+                h, pool.size, pool.stride)
+            acts[layer.out] = h
+            h = acts[pool.out] = p
+            skip = True
+            continue
         h, caches[layer.name] = layer.forward(params, h)
         acts[layer.out] = h
     return Pass(acts, caches)
@@ -152,7 +172,9 @@ def backward(arch: Architecture, params: dict[str, np.ndarray], p: Pass,
     (for a layer with parameters: dW, db, then the gradient of its input)."""
     if not isinstance(arch.layers[-1], layers.SoftmaxCrossEntropy):
         raise ValueError("the backward pass expects the network to end in a softmax")
-    p.loss, _, dh = ops.softmax_cross_entropy(p.acts[arch.logits], np.asarray(labels))
+    # the forward's probabilities: computing the softmax again would give the same array
+    p.loss, _, dh = ops.softmax_cross_entropy(p.acts[arch.logits], np.asarray(labels),
+                                              probs=p.acts.get(arch.layers[-1].out))
     grads = {"d" + arch.logits: dh}
     for i in range(len(arch.layers) - 2, -1, -1):
         layer = arch.layers[i]

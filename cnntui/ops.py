@@ -24,13 +24,13 @@ Why the code looks the way it does (measured with ``cnntui bench``, numpy 2.x, 2
 - glibc's malloc returns large freed blocks to the OS and page-faults them back in on the next
   call (~4,300 faults, ~20% of a batch-256 float64 step): so large arrays, results included,
   come from a small per-thread pool of buffers (``_empty``) that hands a buffer out again only
-  once nothing else refers to it. No process-wide tuning is needed (``tune_malloc`` stays for
-  PyTorch's tensors in the trainer).
+  once nothing else refers to it. Nothing process-wide (such as glibc's ``mallopt``) is tuned;
+- a ReLU followed by a 2x2 max-pool runs as one op (``relu_maxpool2d``), chunk by chunk, so the
+  pool reads the ReLU's output from cache: a float64 batch does not fit in it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 import operator
@@ -343,9 +343,9 @@ def conv2d_backward(dout: np.ndarray,
     # The junk columns of the stride-1 grid (see _Geometry) hold neighbouring pixels, and the
     # matmuls multiply them by d's zeros: harmless unless a pixel (or weight) is NaN or Inf, whose
     # product with 0 is NaN, in a dw (or dx) entry that PyTorch leaves finite. Then the junk
-    # columns of cols (or of dcols) are zeroed too.
+    # columns of cols (or of dcols) are zeroed too. Such a pixel always makes dw non-finite (at
+    # stride 1 every pixel is in a valid window), so x is checked only then, and dw redone.
     junk = stride == 1 and kW > 1
-    junk_x = junk and not _surely_finite(xp)
     junk_w = junk and not _surely_finite(wb)
     if stride == 1:
         # ws.dcols holds a chunk's dcols, each row (c, i, j) the chunk's images flat as in xp after
@@ -356,11 +356,10 @@ def conv2d_backward(dout: np.ndarray,
         dxp = _zeros((N, C, g.Hp, g.Wp), dtype)
     # per image: cols @ d.T = [dw.T; db] (this way round the matmul is faster for conv1)
     dwb = ws.dwb
+
     for n0 in range(0, N, B):
         n = min(B, N - n0)
         ws.cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
-        if junk_x:
-            ws.cols_view[..., g.W_out:] = 0
         ws.d_valid[:n] = dout[n0:n0 + n]
         np.matmul(ws.cols_t[:n], ws.dn_t[:n], out=dwb[n0:n0 + n])
         if stride == 1:
@@ -375,6 +374,13 @@ def conv2d_backward(dout: np.ndarray,
                 for j in range(kW):
                     dxn[:, :, i:i + stride * g.H_out:stride, j:j + stride * g.W_out:stride] += \
                         dcn[:, :, i, j]
+    if junk and not _surely_finite(dwb) and not _surely_finite(xp):
+        for n0 in range(0, N, B):  # dw again, with the junk columns of cols zeroed
+            n = min(B, N - n0)
+            ws.cols_view[:, :, :, :, :n] = windows[:, :, :, :, n0:n0 + n]
+            ws.cols_view[..., g.W_out:] = 0
+            ws.d_valid[:n] = dout[n0:n0 + n]
+            np.matmul(ws.cols_t[:n], ws.dn_t[:n], out=dwb[n0:n0 + n])
     dwb = dwb.sum(axis=0)
     dw = dwb[:, :K].transpose(0, 2, 1).reshape(F, Cg, kH, kW)
     db = dwb[:, K].reshape(F) if has_bias else None
@@ -391,15 +397,8 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     first maximum in row-major order, as in PyTorch."""
     x = np.asarray(x)
     x = _as(x, _dtype("maxpool2d", ("x",), x.dtype))
-    size = _count("maxpool2d", "size", size)
-    stride = _count("maxpool2d", "stride", stride)
-    if x.ndim != 4:
-        raise _ndim_error("maxpool2d", "x", x, 4, "(N, C, H, W)")
+    size, stride, H_out, W_out = _pool_args(x, size, stride)
     N, C, H, W = x.shape
-    if size > H or size > W:
-        raise ValueError(f"max-pool window {size} is larger than the input {H}x{W}")
-    H_out = (H - size) // stride + 1
-    W_out = (W - size) // stride + 1
     if size == stride == 2:
         pooled = _maxpool2x2(x, H_out, W_out)
         if pooled is not None:
@@ -418,33 +417,58 @@ def maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2) -> tuple[np.ndarray
     return out, (x.shape, argmax, size, stride)
 
 
-def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _pool_args(x: np.ndarray, size: int, stride: int) -> tuple[int, int, int, int]:
+    """maxpool2d's checks: (size, stride, H_out, W_out), or one sentence."""
+    size = _count("maxpool2d", "size", size)
+    stride = _count("maxpool2d", "stride", stride)
+    if x.ndim != 4:
+        raise _ndim_error("maxpool2d", "x", x, 4, "(N, C, H, W)")
+    H, W = x.shape[2:]
+    if size > H or size > W:
+        raise ValueError(f"max-pool window {size} is larger than the input {H}x{W}")
+    return size, stride, (H - size) // stride + 1, (W - size) // stride + 1
+
+
+def _pool_chunk(x: np.ndarray) -> int:
+    """How many images the 2x2 pool takes at a time."""
+    return max(1, CHUNK_BYTES // (x.itemsize * math.prod(x.shape[1:]) or 1))
+
+
+def _maxpool2x2(x: np.ndarray, H_out: int, W_out: int, relu_out: tuple | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
     """2x2 windows, stride 2, without an argmax over a window axis (~5x slower): the maximum of
     the four corners, then the first corner (row-major, as PyTorch) equal to it. With l_i =
     (corner i is less), its offset from the top-left is l0 * (1 + l1 * (W - 1 + l2)): 0, 1, W
     or W + 1. A few images at a time, so that the corner planes and the temporaries stay in
-    cache (~25% faster in float64 at batch 64). Returns None if there is a NaN, whose rule
-    (PyTorch's: the last NaN wins) the general path keeps."""
+    cache (~25% faster in float64 at batch 64). Given ``relu_out`` (out, mask), it pools
+    ``relu(x)`` instead, writing ReLU's out and mask chunk by chunk (see relu_maxpool2d).
+    Returns None if there is a NaN, whose rule (PyTorch's: the last NaN wins) the general
+    path keeps."""
     N, C, _, W = x.shape
     out = _empty((N, C, H_out, W_out), x.dtype)
     argmax = _empty(out.shape, _INTP)
     corners = _corners(H_out, W_out, W)
     row = np.uint16(W - 1) if W < 0xFFFF else np.intp(W - 1)  # the offset's small dtype
-    B = max(1, CHUNK_BYTES // (x.itemsize * math.prod(x.shape[1:]) or 1))
+    B = _pool_chunk(x)
     for n0 in range(0, N, B):
         xn = x[n0:n0 + B]
         n = len(xn)
+        if relu_out is not None:  # relu's own two passes, on a chunk
+            xn = np.maximum(0, xn, out=relu_out[0][n0:n0 + n])
+            np.not_equal(xn, 0, out=relu_out[1][n0:n0 + n])
         # one copy into four contiguous corner planes; ufuncs over strided views are much slower
-        q = np.empty((2, 2, n, C, H_out, W_out), x.dtype)
+        q4 = np.empty((4, n, C, H_out, W_out), x.dtype)
+        q = q4.reshape(2, 2, n, C, H_out, W_out)
         q[...] = xn[:, :, :2 * H_out, :2 * W_out].reshape(n, C, H_out, 2, W_out, 2
                                                            ).transpose(3, 5, 0, 1, 2, 4)
         top, bottom = np.maximum(q[0, 0], q[0, 1]), np.maximum(q[1, 0], q[1, 1])
         out_n = np.maximum(top, bottom, out=out[n0:n0 + n])
-        less = (q != out_n).view(np.uint8)
-        offset = less[1, 0] + row
-        offset *= less[0, 1]
+        # corners (0, 0), (0, 1), (1, 0); the last one is never asked
+        less = (q4[:3] != out_n).view(np.uint8)
+        offset = less[2] + row
+        offset *= less[1]
         offset += 1
-        offset *= less[0, 0]
+        offset *= less[0]
         np.add(offset, corners, out=argmax[n0:n0 + n])
     if not _surely_finite(out) and np.isnan(out).any():
         return None
@@ -497,6 +521,29 @@ def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, np.not_equal(out, 0, out=_empty(x.shape, _BOOL))
 
 
+def relu_maxpool2d(x: np.ndarray, size: int = 2, stride: int = 2
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, tuple]]:
+    """``relu(x)`` and ``maxpool2d`` of its output, ((out, mask), (pooled, cache)): the very
+    arrays of the two calls, but the 2x2 pool reads each chunk of ReLU's output while it is still
+    in cache. A float64 batch does not fit in cache: the pool would read it back from memory
+    (~20% of the pair's time at batch 64). A batch of one chunk gains nothing: it makes the two
+    calls themselves (as a test that plants an error in ``relu`` expects)."""
+    x = np.asarray(x)
+    if size == stride == 2 and x.ndim == 4 and len(x) > _pool_chunk(x):
+        x = _as(x, _dtype("relu", ("x",), x.dtype))
+        _, _, H_out, W_out = _pool_args(x, size, stride)
+        out = np.empty(x.shape, x.dtype) if x.nbytes < _POOL_MIN_BYTES else \
+            _empty(x.shape, x.dtype)
+        mask = np.empty(x.shape, _BOOL) if x.nbytes < _POOL_MIN_BYTES else \
+            _empty(x.shape, _BOOL)
+        pooled = _maxpool2x2(x, H_out, W_out, (out, mask))
+        if pooled is not None:
+            return (out, mask), (pooled[0], (x.shape, pooled[1], size, stride))
+        return (out, mask), maxpool2d(out, size, stride)
+    relu_out = relu(x)
+    return relu_out, maxpool2d(relu_out[0], size, stride)
+
+
 def relu_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``dout * mask`` (the mask records no dtype: the result follows dout's). PyTorch selects
     instead of multiplying, so a NaN or Inf in dout where the mask is off gives 0: the same
@@ -545,13 +592,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 LOG_EPS = 1e-15  # the lesson's guard inside the log
 
 
-def softmax_cross_entropy(logits: np.ndarray,
-                          labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
+                          probs: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean over the batch of the lesson's loss ``-log(probs[label] + 1e-15)``.
 
     Returns (loss, probs, dlogits) with ``dlogits = (probs - onehot(labels)) / N``. The label's
     entry, ``p - 1``, is computed as ``-(sum of the other probabilities)``: the same number, but
     when the network is sure (p = 1 - 1e-10) the subtraction would keep only ~6 of its digits.
+    ``probs``, if given, is ``softmax(logits)`` already computed (a forward pass has it); it is
+    used only if it has the logits' shape and dtype.
     """
     logits = np.asarray(logits)
     logits = _as(logits, _dtype("softmax_cross_entropy", ("logits",), logits.dtype))
@@ -574,7 +623,8 @@ def softmax_cross_entropy(logits: np.ndarray,
             raise ValueError(f"softmax_cross_entropy: label {bad} is not a class: labels must "
                              f"be from 0 to {classes - 1}")
     rows = np.arange(N)
-    probs = softmax(logits)
+    if probs is None or probs.shape != logits.shape or probs.dtype != logits.dtype:
+        probs = softmax(logits)
     picked = probs[rows, labels]
     # np.mean's arithmetic (a sum, then / N in the same dtype), negated once, without its overhead
     loss = -float(np.log(picked + LOG_EPS).sum() / N) if N else math.nan
@@ -583,17 +633,3 @@ def softmax_cross_entropy(logits: np.ndarray,
     dlogits[rows, labels] = -dlogits.sum(axis=1)
     dlogits /= N
     return loss, probs, dlogits
-
-
-def tune_malloc() -> bool:
-    """Keep freed memory in the process (glibc only): no mmap for blocks under 32 MiB (glibc's
-    maximum) and no trimming, so the next call reuses pages instead of faulting them in."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-        ok &= libc.mallopt(M_TOP_PAD, 64 << 20)
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False

@@ -70,3 +70,32 @@ def test_numpy_and_torch_compute_the_same_gradients():
     assert abs(ours.loss - loss.item()) < 1e-10
     for name, t in p.items():
         np.testing.assert_allclose(ours.grads["d" + name], t.grad.numpy(), rtol=0, atol=1e-12)
+
+
+def test_bench_reports_the_openblas_kernel_in_use():
+    """The kernel OpenBLAS runs, as it names it; a forced OPENBLAS_CORETYPE is named too (it
+    changes the kernel, so it changes every NumPy time in the table)."""
+    import os
+    import subprocess
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    ours = [i["architecture"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    if not ours:
+        pytest.skip("NumPy does not use OpenBLAS here")
+    code = "from cnntui import bench; print(bench._coretype())"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert plain == ours[0]
+    forced = subprocess.run([sys.executable, "-c", code],
+                            env=dict(env, OPENBLAS_CORETYPE="Haswell"), capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert forced == "Haswell (OPENBLAS_CORETYPE=Haswell)"
+
+
+def test_ops_tunes_nothing_process_wide():
+    from cnntui import ops
+
+    assert not hasattr(ops, "tune_malloc")
