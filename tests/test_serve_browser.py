@@ -1,7 +1,8 @@
 """``cnntui serve`` in a real browser: headless Chromium driven by selenium opens the page, waits
-for the debugger, steps with a key, takes a screenshot (it arrives as a download), is refused a
-second tab past --max-sessions, and closes the tab; the session's process must then end, and
-stopping the server ends the sessions still open. How the terminal is read: serve_helpers.py."""
+for the debugger, steps with a key, takes a screenshot and saves the weights (both arrive as
+downloads), is refused a second tab past --max-sessions, and closes the tab; the session's
+process must then end, and stopping the server ends the sessions still open. How the terminal
+is read: serve_helpers.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from serve_helpers import (
     header,
     make_browser,
     open_tab,
+    screen,
     send_keys,
     sessions,
     start_server,
@@ -30,6 +32,9 @@ if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip(reason, allow_module_level=True)
 pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+from cnntui import model  # noqa: E402
+from screens.training import DEFAULT_SAVE_PATH  # noqa: E402
 
 
 @pytest.fixture
@@ -75,6 +80,19 @@ def test_a_browser_tab_steps_saves_a_screenshot_and_its_session_ends(server, bro
     assert svg[0].read_text(encoding="utf-8").startswith("<svg")
     assert svg[0].name.startswith("cnntui-digit3-z1-")
     assert not list(tmp_path.glob("*.svg"))
+
+    # the training screen's w: the weights come as a download too
+    send_keys(browser, "t")
+    wait("the training screen", lambda: "train" in header(browser).lower()
+         and "step 2/" not in header(browser))
+    send_keys(browser, "w")
+    wait("the save dialog", lambda: DEFAULT_SAVE_PATH in screen(browser))
+    send_keys(browser, Keys.ENTER)
+    [npz] = wait("the weights download", lambda: list(browser.downloads.glob("*.npz")))
+    assert npz.name == DEFAULT_SAVE_PATH
+    params, _ = model.load_weights(npz)  # a weights file cnntui --weights opens
+    assert params["W1"].shape == (4, 1, 3, 3)
+    assert not list(tmp_path.glob("*.npz"))
 
     # --max-sessions 1: a second tab is told why, and gets no process
     open_tab(browser, url)
