@@ -13,6 +13,7 @@ from serve_helpers import (
     CHROMEDRIVER,
     CHROMIUM,
     ended,
+    forward,
     header,
     make_browser,
     open_tab,
@@ -31,6 +32,7 @@ if not (CHROMIUM and CHROMEDRIVER):
         raise RuntimeError(f"this CI run must have chromium: it {reason}")
     pytest.skip(reason, allow_module_level=True)
 pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
+from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from cnntui import model  # noqa: E402
@@ -114,3 +116,21 @@ def test_a_browser_tab_steps_saves_a_screenshot_and_its_session_ends(server, bro
     stop_server(proc)
     assert proc.returncode == 0
     wait("the session to end with the server", lambda: ended(session), timeout=30)
+
+
+def test_the_page_works_through_a_tunnel_to_another_port(browser, tmp_path):
+    """``ssh -L 9000:localhost:8000``: the browser asks for localhost:9000, and the websocket
+    must go there too (textual-serve's own page names the server's --host and --port)."""
+    proc, url = start_server(["--weights", "seed", "--index", "3"], tmp_path)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    local, listener = forward(port)
+    try:
+        open_tab(browser, f"http://localhost:{local}/")
+        ws = browser.find_element(By.ID, "terminal").get_attribute("data-session-websocket-url")
+        assert ws == f"ws://localhost:{local}/ws"
+        wait("the debugger through the tunnel", lambda: "step 1/" in header(browser))
+        send_keys(browser, Keys.ARROW_RIGHT)
+        wait("step 2 through the tunnel", lambda: "step 2/" in header(browser))
+    finally:
+        listener.close()
+        stop_server(proc)
