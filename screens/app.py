@@ -446,14 +446,10 @@ class CnnApp(App[int]):
 
     def action_screenshot(self) -> None:
         """Save an SVG of the screen shown to ``screenshot_dir`` under a new name; if that
-        folder is missing, to the temporary folder, and say so."""
+        folder is missing, to the temporary folder, and say so. In a browser: a download."""
         step = self.trace.steps[self.step_index]
         what = re.sub(r"[^a-z0-9]+", "", self.trace.input_name.lower())  # digit5, imagea7png
         stem = f"cnntui-{what}-{step.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder, note = self.screenshot_dir, ""
-        if not folder.is_dir():
-            folder = Path(tempfile.gettempdir())
-            note = f" ({self.screenshot_dir} does not exist)"
         svg = self.export_screenshot()
 
         def write(path: Path) -> Path:
@@ -462,6 +458,10 @@ class CnnApp(App[int]):
 
         if self.deliver_to_browser(f"{stem}.svg", write, "image/svg+xml"):
             return
+        folder, note = self.screenshot_dir, ""
+        if not folder.is_dir():
+            folder = Path(tempfile.gettempdir())
+            note = f" ({self.screenshot_dir} does not exist)"
         try:
             path = _write_new_file(folder, stem, ".svg", svg)
         except OSError as e:
@@ -470,7 +470,6 @@ class CnnApp(App[int]):
             return
         self.last_screenshot = str(path)
         self.notify(f"screenshot saved to {path}{note}", timeout=6)
-
 
     def deliver_to_browser(self, filename: str, write: Callable[[Path], Path],
                            mime_type: str) -> bool:
