@@ -223,6 +223,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     """``cnntui serve``; the options it does not know are the debugger's, checked in main."""
     p = sub.add_parser(
         "serve", help=SERVE_HELP, description=SERVE_HELP[0].upper() + SERVE_HELP[1:] + ".",
+        usage="cnntui serve [-h] [--host HOST] [--port PORT] [--max-sessions N] "
+              "[debugger options such as --data, --weights, --index]",
         epilog="Any other options go to the debugger each tab runs, for example cnntui serve "
                "--port 8001 --data mnist --weights my.npz. textual-serve has no login or "
                "encryption: keep the default loopback host and reach it with ssh -L "

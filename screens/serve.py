@@ -40,10 +40,12 @@ class CnnServer(Server):
                  max_sessions: int | None = None):
         super().__init__(command, host=host, port=port, title=TITLE)
         self.max_sessions = max_sessions
-        self.sessions = 0  # websockets whose process is running; one event loop, no lock
+        # the requests of the websockets whose process runs, by id (a Request is unhashable);
+        # one event loop, so no lock
+        self.live: dict[int, web.Request] = {}
 
     def full(self) -> bool:
-        return self.max_sessions is not None and self.sessions >= self.max_sessions
+        return self.max_sessions is not None and len(self.live) >= self.max_sessions
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
         """The stock page, but titled, and with URLs on the host and port the browser asked for
@@ -69,11 +71,19 @@ class CnnServer(Server):
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         if self.full():
             return await self._refuse(request)
-        self.sessions += 1
+        self.live[id(request)] = request
         try:
             return await super().handle_websocket(request)
         finally:
-            self.sessions -= 1
+            del self.live[id(request)]
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """Ctrl+C or SIGTERM: drop every tab's connection, which makes textual-serve tell its
+        process to quit. Otherwise aiohttp waits for the websockets to close by themselves (it
+        took 20-30 s) and then cancels them, which can leave a process behind."""
+        for request in list(self.live.values()):
+            if request.transport is not None:
+                request.transport.close()
 
     async def _refuse(self, request: web.Request) -> web.WebSocketResponse:
         """Write why onto the tab's terminal and keep the socket open until the tab goes (on a

@@ -146,3 +146,30 @@ def send_keys(driver, *keys: str) -> None:  # noqa: ANN001
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys(*keys)  # its input
+
+
+def forward(port: int) -> tuple[int, socket.socket]:
+    """A tunnel as ``ssh -L NEW:localhost:PORT`` makes: a new local port whose connections are
+    relayed byte for byte to ``port``. Returns the new port and its listening socket (close it
+    to stop accepting)."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        with src, dst:
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+    def accept() -> None:
+        while True:
+            try:
+                browser_side, _ = listener.accept()
+            except OSError:  # closed
+                return
+            server_side = socket.create_connection(("127.0.0.1", port))
+            for a, b in ((browser_side, server_side), (server_side, browser_side)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1], listener

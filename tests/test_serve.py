@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,9 +121,10 @@ async def test_the_page_names_cnntui_and_its_urls_follow_the_browser():
 async def test_past_max_sessions_the_page_and_the_websocket_say_why():
     client, server = await _client(max_sessions=2)
     try:
-        server.sessions = 1
+        tab = SimpleNamespace(transport=None)  # what on_shutdown reads of a live request
+        server.live = {1: tab}
         assert (await client.get("/")).status == 200
-        server.sessions = 2  # two tabs running
+        server.live = {1: tab, 2: tab}  # two tabs running
         response = await client.get("/")
         assert response.status == 503
         assert "already runs its 2 sessions (--max-sessions 2)" in await response.text()
@@ -131,7 +133,7 @@ async def test_past_max_sessions_the_page_and_the_websocket_say_why():
         text = (await ws.receive_bytes(timeout=10)).decode()
         assert "already runs its 2 sessions" in text
         await ws.close()
-        assert server.sessions == 2  # no process was started for it
+        assert len(server.live) == 2  # no process was started for it
     finally:
         await client.close()
 
