@@ -59,8 +59,8 @@ class TorchProcess:
     thread) and returns exactly what ``reference.torch_results(trace)`` returns in-process:
     the helper computes PyTorch's tensors, the comparison is NumPy's, here."""
 
-    def __init__(self, linger: float = LINGER, command: list[str] | None = None) -> None:
-        self.linger = linger
+    def __init__(self, linger: float | None = None, command: list[str] | None = None) -> None:
+        self.linger = LINGER if linger is None else linger
         self.command = command or [sys.executable, "-m", "cnntui.reference_process"]
         self._lock = threading.Lock()  # one request at a time on the pipe
         self._proc: subprocess.Popen | None = None

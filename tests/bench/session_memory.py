@@ -25,7 +25,9 @@ SCRIPT = textwrap.dedent("""
     from cnntui.cli import limit_threads
     limit_threads()
     from cnntui.model import weights_from
+    from cnntui import reference_process
     from screens.app import CnnApp, freeze_heap
+    reference_process.LINGER = float(sys.argv[3])
 
     def rollup(pid):
         out = {}
@@ -105,21 +107,27 @@ SCRIPT = textwrap.dedent("""
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("modes", nargs="*", default=["process", "thread", "off"])
+    p.add_argument("modes", nargs="*", default=["process", "thread", "off"],
+                   help="MODE or MODE:LINGER:SETTLE (seconds; defaults: the app's linger, "
+                        f"{SETTLE})")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
+    from cnntui.reference_process import LINGER
+
     runs: dict[str, list[dict]] = {m: [] for m in args.modes}
     for _ in range(args.rounds):
-        for mode in args.modes:  # alternated: the machine is shared
-            out = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(SETTLE)],
+        for spec in args.modes:  # alternated: the machine is shared
+            mode, linger, settle = (spec.split(":") + ["", ""])[:3]
+            out = subprocess.run([sys.executable, "-c", SCRIPT, mode, settle or str(SETTLE),
+                                  linger or str(LINGER)],
                                  capture_output=True, text=True, check=True)
-            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[spec].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"load: {os.getloadavg()}")
     for mode, rs in runs.items():
         def med(f, rs=rs):
             vals = [f(r) for r in rs]
             return f"{statistics.median(vals):.0f} ({min(vals):.0f}-{max(vals):.0f})"
-        print(f"{mode:8s} settled PSS {med(lambda r: r['settled']['Pss'])} MiB, "
+        print(f"{mode:12s} settled PSS {med(lambda r: r['settled']['Pss'])} MiB, "
               f"RSS {med(lambda r: r['settled']['Rss'])}; "
               f"after a digit change PSS {med(lambda r: r['settled2']['Pss'])}; "
               f"helper alive at settle: {rs[0]['settled_children']}; "
