@@ -103,7 +103,7 @@ class TorchProcess:
             pickle.dump(request, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.flush()
             kind, *answer = pickle.load(proc.stdout)
-        except (OSError, EOFError, pickle.UnpicklingError):
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError):  # ValueError: closed
             self._proc = None
             raise HelperFailed(self._ended(proc)) from None
         if kind == "missing":
@@ -150,36 +150,34 @@ class TorchProcess:
         timer.start()
 
     def _close_if_idle(self) -> None:
-        if not self._waiting and self._lock.acquire(blocking=False):
+        if not self._waiting and self._lock.acquire(blocking=False):  # else: busy again
             try:
-                self._close_proc()
+                proc, self._proc = self._proc, None
+                if proc is not None:
+                    _end(proc, wait=5)
             finally:
                 self._lock.release()
 
     def close(self) -> None:
-        """End the helper (it exits on the EOF of its stdin)."""
+        """End the helper: it exits on the EOF of its stdin, at once when idle, else after
+        the answer it is computing. Never waits for a request in flight (the debugger's exit);
+        that request's thread then gets an EOF."""
         if self._timer is not None:
             self._timer.cancel()
-        if self._lock.acquire(timeout=10):
-            try:
-                self._close_proc()
-            finally:
-                self._lock.release()
-
-    def _close_proc(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        if proc is not None:
+            _end(proc, wait=1)
+
+
+def _end(proc: subprocess.Popen, wait: float) -> None:
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        pass  # still computing: it exits once it has answered into the closed pipe
 
 
 def serve(inp, out) -> int:
