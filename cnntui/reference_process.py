@@ -205,6 +205,8 @@ def serve(inp, out) -> int:
 
 
 def main() -> int:
+    # background work: where cores are short (a class on one server), the sessions' keys first
+    os.nice(10)
     # answers go to a private copy of stdout; anything else that writes to fd 1 (a library's
     # warning) goes to stderr instead of into the pickles
     out = os.fdopen(os.dup(1), "wb")
