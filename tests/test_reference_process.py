@@ -189,9 +189,11 @@ class Gated(TorchProcess):
     def __init__(self) -> None:
         super().__init__(linger=60)
         self.gate = threading.Event()
+        self.held = threading.Event()  # a request is waiting at the gate
         self.sent: list = []
 
     def _ask(self, request):
+        self.held.set()
         self.gate.wait(30)
         self.sent.append(request)
         return super()._ask(request)
@@ -203,7 +205,8 @@ async def test_results_of_a_digit_left_behind_are_dropped():
         await wait_for(pilot, lambda: app.reference_state == "ready")
         gated = app._torch_process = Gated()
         first = app.trace
-        await pilot.press("right_square_bracket")  # asked, held at the gate
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, gated.held.is_set)  # asked, held at the gate
         second = app.trace
         await pilot.press("right_square_bracket", "right_square_bracket")  # queued behind it
         last = app.trace
@@ -334,3 +337,23 @@ def test_trace_without_torch_leaves_the_column_empty(monkeypatch, capsys):
     assert '"torch_max_abs_diff": null' in out.out
     assert cli.main(["trace", "--index", "3", "--json", "--no-torch"]) == 0
     assert capsys.readouterr().err == ""
+
+
+async def test_new_weights_and_architecture_while_computing_get_their_own_diffs():
+    app = make_app(model.weights_from("pretrained")[0], reference="process")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.reference_state == "ready")
+        gated = app._torch_process = Gated()
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, gated.held.is_set)  # asked, held at the gate
+        held = app.trace
+        app.switch_arch("strided")  # other weights, another network
+        gated.gate.set()
+        last = app.trace
+        assert last.arch is model.STRIDED_CNN
+        await wait_for(pilot, lambda: last.steps[0].torch_value is not None)
+        assert all(s.torch_value is None for s in held.steps)
+        expected = reference.torch_results(last)
+        assert all(np.array_equal(s.torch_value, expected[s.name].value) for s in last.steps)
+        assert all(s.torch_ok for s in last.steps)
+        gated.close()
