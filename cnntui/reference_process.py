@@ -106,8 +106,9 @@ class TorchProcess:
         except (OSError, ValueError, EOFError, pickle.UnpicklingError):  # ValueError: closed
             self._proc = None
             raise HelperFailed(self._ended(proc)) from None
-        if kind == "missing":
+        if kind == "missing":  # and it has exited
             self._proc = None
+            proc.wait(timeout=5)
             raise ReferenceUnavailable(answer[0])
         if kind == "error":
             raise HelperFailed(answer[0])
