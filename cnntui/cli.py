@@ -66,7 +66,8 @@ def _index(text: str) -> int:
     return value
 
 
-APP_OPTIONS = ("--index", "--weights", "--color", "--arch", "--data", "--image", "--label")
+APP_OPTIONS = ("--index", "--weights", "--color", "--arch", "--data", "--image", "--label",
+               "--no-torch")
 ARCH_HELP = ("simple (the lesson's SimpleCNN, default) | strided (stride-2 convs, no pooling) | "
              "separable (conv2 depthwise then pointwise); a weights file picks its own")
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default="auto", help="colour depth of the heatmaps")
     add_arch(parser)
     add_input(parser)
+    add_no_torch(parser, "the diff pane stays empty and says why")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def weights_and_index(p: argparse.ArgumentParser) -> None:
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights_and_index(p)
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument("--values", action="store_true", help="with --json: include every value")
+    add_no_torch(p, "the vs torch column stays empty")
 
     p = sub.add_parser("explain", help="how one cell of one step was computed, from its parts")
     weights_and_index(p)
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check the trace against PyTorch and finite differences")
     weights_and_index(p)
     p.add_argument("--json", action="store_true")
+    add_no_torch(p, "verify then says it cannot run (exit status 2)")
 
     p = sub.add_parser("summary", help="each architecture's layers, shapes, parameters and MACs")
     add_arch(p)
@@ -161,6 +165,11 @@ def add_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", type=_label, default=None,
                    help="the label for the loss (default: the digit's own; for --image, the "
                         "predicted class)")
+
+
+def add_no_torch(p: argparse.ArgumentParser, then: str) -> None:
+    p.add_argument("--no-torch", action="store_true",
+                   help=f"never load PyTorch (for machines without it): {then}")
 
 
 def add_arch(p: argparse.ArgumentParser) -> None:
@@ -293,6 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, WeightsError, IndexError, ValueError, OSError) as e:
         print(f"cnntui: {e}", file=sys.stderr)
         return 1
+    except ImportError as e:
+        from cnntui.reference_process import NO_TORCH, ReferenceUnavailable, torch_missing
+
+        if isinstance(e, ReferenceUnavailable) or torch_missing(e):
+            what = str(e) if isinstance(e, ReferenceUnavailable) else \
+                f"{args.command or 'cnntui'} cannot run here: {NO_TORCH}"
+            print(f"cnntui: {what}", file=sys.stderr)
+            return 2  # not 1: verify's 1 says a tensor disagrees
+        raise
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130
@@ -335,6 +353,13 @@ def _check_app_inputs(args: argparse.Namespace) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "bench" or (args.command == "train" and args.bench):
+        from cnntui.reference_process import NO_TORCH, ReferenceUnavailable, torch_available
+
+        if not torch_available():  # each side runs in its own process: say it once, here
+            raise ReferenceUnavailable(f"{args.command} --bench cannot run here: {NO_TORCH}"
+                                       if args.command == "train" else
+                                       f"bench cannot run here: {NO_TORCH}")
     if args.command in ("trace", "verify"):
         from cnntui import report
 

@@ -242,7 +242,12 @@ def torch_results(trace: Trace) -> dict[str, TorchResult]:
     """PyTorch's value of every step (float64, from the very weights and input of the trace, its
     backward seeded with our dlogits) and the agreement of ours with it. Reads the trace only,
     so a worker thread can compute it while the UI draws the same trace."""
-    ref = torch_reference(trace)
+    return results_from(trace, torch_reference(trace))
+
+
+def results_from(trace: Trace, ref: Reference) -> dict[str, TorchResult]:
+    """``ref``'s value of every step and the agreement of ours with it (``torch_results``, from
+    a reference computed elsewhere: the helper process of ``reference_process``)."""
     results = check(trace, ref)
     return {s.name: TorchResult(np.asarray(ref.tensors[s.name]).reshape(s.value.shape),
                                 results[s.name]) for s in trace.steps}

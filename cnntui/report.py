@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cnntui import gradcheck, model, reference, stats
 from cnntui.data import load_sample, weights_data
+from cnntui.reference_process import NO_TORCH, ReferenceUnavailable, torch_available
 from cnntui.terminal import Console, encodable, finite_or_null
 from cnntui.trace import Trace, trace_sample
 
@@ -32,6 +33,7 @@ class Options:
     arch: str | None = None  # None: what the weights file records, else simple
     json: bool = False
     values: bool = False  # trace --json: every value too
+    no_torch: bool = False  # never load PyTorch: trace leaves its column empty, verify refuses
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -114,8 +116,11 @@ def print_trace(trace: Trace, console: Console) -> None:
 
 def main(command: str, args: Options) -> int:
     if command == "trace":
+        torch = not args.no_torch and torch_available()
+        if not torch and not args.no_torch:
+            print(f"cnntui: {NO_TORCH}; the vs torch column is empty", file=sys.stderr)
         with np.errstate(all="ignore"):  # overflowing weights are flagged in the output
-            trace, _ = trace_for(args)
+            trace, _ = trace_for(args, attach=torch)
             if args.json:
                 json.dump(trace_document(trace, args.values), sys.stdout, allow_nan=False)
                 sys.stdout.write("\n")
@@ -179,7 +184,11 @@ def verify_trace(trace: Trace, params: dict[str, np.ndarray]) -> Verification:
 
 def verify(args: Options) -> int:
     """Exit 0 when every tensor agrees three ways, 1 (and the disagreeing tensors named)
-    otherwise."""
+    otherwise; ReferenceUnavailable (the CLI: one sentence, exit status 2) without PyTorch."""
+    if args.no_torch or not torch_available():
+        raise ReferenceUnavailable("verify cannot run " + (
+            "with --no-torch: it checks every tensor against PyTorch" if args.no_torch else
+            f"here: {NO_TORCH}"))
     trace, params = trace_for(args, attach=False)
     v = verify_trace(trace, params)
     rows, problems, notes, unchecked = v.rows, v.problems, v.notes, v.unchecked

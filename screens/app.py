@@ -25,7 +25,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from cnntui import model
+from cnntui import model, reference_process
 from cnntui.data import DRAWING_EXPLANATION, Dataset, Sample, load_dataset, load_digits
 from cnntui.trace import Step, Trace, trace_sample
 from cnntui.training import TrainConfig
@@ -40,7 +40,11 @@ from screens.picker import PickerScreen
 from screens.stepper import StepperScreen
 from screens.training import TrainerFactory, TrainingScreen
 
-REFERENCE_MODES = ("thread", "sync", "off")
+# process: PyTorch in a helper process (the default: the session never imports torch);
+# thread: imported into this process and run in a worker thread; sync: before the first paint;
+# no-torch: not at all, and the diff pane says so (--no-torch); off: not at all (tests)
+REFERENCE_MODES = ("process", "thread", "sync", "no-torch", "off")
+NO_TORCH_FLAG = "started with --no-torch: PyTorch is not used, so there are no diffs to show"
 COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
                  "16": ColorSystem.STANDARD}
 
@@ -84,7 +88,7 @@ class CnnApp(App[int]):
     ]
 
     def __init__(self, params: dict[str, np.ndarray], weights_desc: str = "seed", *,
-                 index: int = 0, color: str = "auto", reference: str = "thread",
+                 index: int = 0, color: str = "auto", reference: str = "process",
                  predictions: str = "thread", screenshot_dir: str | os.PathLike | None = None,
                  trainer_factory: TrainerFactory | None = None,
                  arch: model.Architecture = model.SIMPLE_CNN, notice: str | None = None,
@@ -108,7 +112,17 @@ class CnnApp(App[int]):
         self.step_index = 0
         self.trace: Trace = trace_sample(params, self.sample, weights=weights_desc, arch=arch)
         self.reference_mode = reference
-        self.reference_state = "off" if reference == "off" else "loading"
+        # "loading" (the first run) | "ready" | "failed: why" | "off" | "off: why"
+        self.reference_state = "loading"
+        self._torch_process = None
+        if reference == "off":
+            self.reference_state = "off"
+        elif reference == "no-torch":
+            self.reference_state = f"off: {NO_TORCH_FLAG}"
+        elif not reference_process.torch_available():
+            self.reference_state = f"off: {reference_process.NO_TORCH}"
+        elif reference == "process":
+            self._torch_process = reference_process.TorchProcess()
         self.predictions_mode = predictions
         self.predictions: np.ndarray | None = None
         self.confidences: np.ndarray | None = None
@@ -142,8 +156,12 @@ class CnnApp(App[int]):
             self.notify(error, title="keymap", severity="error", timeout=12)
         if self.notice:
             self.notify(self.notice, timeout=10)
-        if self.reference_mode == "thread":
+        if self.reference_state == "loading" and self.reference_mode in ("process", "thread"):
             self.call_after_refresh(self._start_reference)  # after the first paint
+
+    def on_unmount(self) -> None:
+        if self._torch_process is not None:
+            self._torch_process.close()  # (a killed session closes its pipe all the same)
 
     # ---- state changes ---------------------------------------------------------------------
 
@@ -172,8 +190,9 @@ class CnnApp(App[int]):
         self.step_index = min(self.step_index, len(self.trace.steps) - 1)
         if self.reference_mode == "sync":
             self._attach_now()
-        elif self.reference_mode == "thread" and self.reference_state == "ready":
-            self._start_reference()
+        elif self.reference_mode in ("process", "thread") and (
+                self.reference_state == "ready" or self.reference_state.startswith("failed")):
+            self._start_reference()  # (while loading, the first run starts the next itself)
         self.stepper.new_trace()
 
     def set_weights(self, params: dict[str, np.ndarray], desc: str,
@@ -226,38 +245,49 @@ class CnnApp(App[int]):
         return v.ok, v.text
 
     def _attach_now(self) -> None:
-        try:
-            from cnntui import reference
+        if self.reference_state.startswith("off"):
+            return
+        from cnntui import reference
 
+        try:
             reference.attach(self.trace)
             self.reference_state = "ready"
         except Exception as e:  # torch missing or broken: say so, keep the debugger usable
-            self.reference_state = f"failed: {type(e).__name__}: {e}"
+            self.reference_state = _failure(e)
 
     def _start_reference(self) -> None:
         self.run_worker(self._reference_worker, thread=True, group="reference",
                         exclusive=True, exit_on_error=False)
 
     def _reference_worker(self) -> None:
-        # computes from the trace in this thread; the steps are filled in on the UI's thread,
-        # so a redraw never sees half of them
+        # computes from the trace in this thread (the helper process computes, this thread
+        # waits for it); the steps are filled in on the UI's thread, so a redraw never sees
+        # half of them
         trace, results = self.trace, None
         try:
-            from cnntui import reference
+            if self._torch_process is not None:
+                # a request queued behind another is dropped if the digit changed meanwhile:
+                # the newer run has its own (during the first run the next one waits for it)
+                results = self._torch_process.results(
+                    trace, wanted=lambda: trace is self.trace or self.reference_state != "ready")
+                if results is None:
+                    return
+            else:
+                from cnntui import reference
 
-            results = reference.torch_results(trace)
+                results = reference.torch_results(trace)
             state = "ready"
         except Exception as e:
-            state = f"failed: {type(e).__name__}: {e}"
+            state = _failure(e)
         self.call_from_thread(self._reference_done, state, trace, results)
 
     def _reference_done(self, state: str, trace: Trace | None = None,
                         results: dict | None = None) -> None:
         from cnntui import reference
 
-        if results is not None:
+        if results is not None and trace is self.trace:  # a stale run's results are dropped
             reference.apply(trace, results)
-        if self.reference_state == "loading":
+        if self.reference_state == "loading" and self.reference_mode == "thread":
             freeze_heap()  # PyTorch has just been imported
         if (state == "ready" and self.reference_state == "loading"
                 and trace is not None and trace is not self.trace):
@@ -273,7 +303,9 @@ class CnnApp(App[int]):
     def _compute_predictions(self, params: dict[str, np.ndarray] | None = None
                              ) -> tuple[np.ndarray, np.ndarray]:
         params = self.params if params is None else params
-        chunk = 4096  # MNIST's 70,000 inputs at once would take 440 MB
+        # MNIST's 70,000 inputs at once would take 440 MB; 1797 digits at once left ~50 MiB in
+        # the allocator for the session's life (README, Memory per session); 256 is as fast
+        chunk = 256
         probs = np.concatenate([
             model.predict(self.arch, params, self.digits.prepared(np.arange(i, min(
                 i + chunk, len(self.digits)))))
@@ -545,6 +577,17 @@ def _write_new_file(folder: Path, stem: str, suffix: str, content: str | bytes) 
     return path
 
 
+def _failure(e: Exception) -> str:
+    """The reference state an exception of the reference leads to: one sentence."""
+    if isinstance(e, reference_process.ReferenceUnavailable):
+        return f"off: {e}"
+    if isinstance(e, ImportError) and reference_process.torch_missing(e):
+        return f"off: {reference_process.NO_TORCH}"
+    if isinstance(e, reference_process.HelperFailed):
+        return f"failed: {e}"
+    return f"failed: {type(e).__name__}: {e}"
+
+
 def freeze_heap() -> None:
     """Move every object alive now (the imports, the data, PyTorch once loaded) out of the
     collector's sight: a full collection then scans only what the session made since, instead
@@ -577,7 +620,8 @@ def run_app(args: argparse.Namespace) -> int:
     if sample is None:
         sample = data.sample(index, -1 if label is None else label)
     app = CnnApp(params, desc, index=index or 0, color=getattr(args, "color", "auto"),
-                 arch=arch, notice=notice, data=data, sample=sample)
+                 arch=arch, notice=notice, data=data, sample=sample,
+                 reference="no-torch" if getattr(args, "no_torch", False) else "process")
     freeze_heap()
     result = app.run()
     return int(result or 0) if app.return_code in (None, 0) else int(app.return_code)

@@ -208,14 +208,14 @@ def eighths_bar(fraction: float, width: int) -> str:
 
 
 def torch_text(step: Step, state: str, verdict: tuple[bool | None, str] | None) -> Text:
-    """``state``: "loading" | "off" | "failed: ..." | "ready"."""
+    """``state``: "loading" | "off" | "off: why" | "failed: why" | "ready"."""
     t = Text()
     t.append("PyTorch ", "bold")
     if state == "loading":
         t.append("\nloading PyTorch...", WARN_STYLE)
         return t
-    if state == "off":
-        t.append("\nreference disabled", KEY_STYLE)
+    if state.startswith("off"):
+        t.append("\n" + (state.partition(": ")[2] or "reference disabled"), KEY_STYLE)
         return t
     if state.startswith("failed"):
         t.append("\n" + state, BAD_STYLE)
