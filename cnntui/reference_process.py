@@ -208,6 +208,11 @@ def serve(inp, out) -> int:
 def main() -> int:
     # background work: where cores are short (a class on one server), the sessions' keys first
     os.nice(10)
+    from cnntui.cli import limit_threads
+
+    # the session's $CNNTUI_THREADS (1 unless set), as every command: the sum order, and so the
+    # last bits of PyTorch's numbers, depend on the thread count
+    limit_threads()
     # answers go to a private copy of stdout; anything else that writes to fd 1 (a library's
     # warning) goes to stderr instead of into the pickles
     out = os.fdopen(os.dup(1), "wb")

@@ -54,6 +54,18 @@ def helper():
     tp.close()
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """PyTorch here on the helper's one thread ($CNNTUI_THREADS unset): with another count its
+    sums run in another order, and an earlier test may have left this process's at 2."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("key", list(model.ARCHITECTURES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_results_through_the_process_equal_the_in_process_ones_bit_for_bit(helper, key, dtype):
