@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.color import ColorSystem
@@ -25,14 +26,15 @@ from textual.screen import Screen
 from cnntui import model
 from cnntui.data import DRAWING_EXPLANATION, Dataset, Sample, load_dataset, load_digits
 from cnntui.trace import Step, Trace, trace_sample
-from cnntui.training import TrainConfig, Trainer
-from screens.canvas import CanvasScreen
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
-from screens.help import HelpScreen
-from screens.picker import PickerScreen
 from screens.stepper import StepperScreen
-from screens.training import SaveWeightsScreen, TrainingScreen
+
+# the other screens (and the trainer) are imported when first opened: about a tenth of the
+# time to the first paint went on importing them and the Textual widgets they use
+if TYPE_CHECKING:
+    from cnntui.training import Trainer
+    from screens.training import TrainingScreen
 
 REFERENCE_MODES = ("thread", "sync", "off")
 COLOR_SYSTEMS = {"truecolor": ColorSystem.TRUECOLOR, "256": ColorSystem.EIGHT_BIT,
@@ -115,15 +117,18 @@ class CnnApp(App[int]):
         self.stepper = StepperScreen()
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
-        self.trainer_factory = trainer_factory or (
-            lambda params: Trainer(TrainConfig.for_data(self.digits.name), params=params,
-                                   data=self.digits,
-                                   arch=self.arch))
+        self.trainer_factory = trainer_factory or self._default_trainer
         self.training: TrainingScreen | None = None
         if reference == "sync":
             self._attach_now()
         if predictions == "sync":
             self._store_predictions(*self._compute_predictions())
+
+    def _default_trainer(self, params: dict[str, np.ndarray] | None) -> Trainer:
+        from cnntui.training import TrainConfig, Trainer
+
+        return Trainer(TrainConfig.for_data(self.digits.name), params=params, data=self.digits,
+                       arch=self.arch)
 
     def get_default_screen(self) -> Screen:
         return self.stepper
@@ -270,6 +275,8 @@ class CnnApp(App[int]):
         return probs.argmax(axis=1), probs.max(axis=1)
 
     def _store_predictions(self, predictions: np.ndarray, confidences: np.ndarray) -> None:
+        from screens.picker import PickerScreen
+
         self.predictions, self.confidences = predictions, confidences
         self._predicting = False
         if self.is_running and isinstance(self.screen, PickerScreen):
@@ -294,6 +301,8 @@ class CnnApp(App[int]):
     # ---- global actions ---------------------------------------------------------------------
 
     def action_pick(self) -> None:
+        from screens.picker import PickerScreen
+
         if isinstance(self.screen, PickerScreen):
             return
 
@@ -309,6 +318,8 @@ class CnnApp(App[int]):
         return True
 
     def action_train(self) -> None:
+        from screens.training import TrainingScreen
+
         if not isinstance(self.screen, StepperScreen):
             return
         if self.stepper.playing:
@@ -322,6 +333,8 @@ class CnnApp(App[int]):
                        index: int | None = None) -> None:
         """Back from the training screen: the stepper takes the trained weights (if they
         changed) and opens digit ``index`` if one was chosen there."""
+        from screens.training import TrainingScreen
+
         if isinstance(self.screen, TrainingScreen):
             self.pop_screen()
         if weights is not None:
@@ -374,6 +387,8 @@ class CnnApp(App[int]):
             self.show_sample(self.sample)
 
     def action_draw(self) -> None:
+        from screens.canvas import CanvasScreen
+
         if not isinstance(self.screen, StepperScreen):
             return
         if self.stepper.playing:
@@ -397,6 +412,11 @@ class CnnApp(App[int]):
             self.push_screen(SummaryScreen(self.arch))
 
     def action_help(self) -> None:
+        from screens.canvas import CanvasScreen
+        from screens.help import HelpScreen
+        from screens.picker import PickerScreen
+        from screens.training import SaveWeightsScreen, TrainingScreen
+
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
             return

@@ -430,6 +430,7 @@ class StepperScreen(Screen):
         self._shown.clear()  # every step's comparison changed
         if self.cell is None and not self.at_update:
             self.update_side()
+            self.call_after_refresh(self._prefetch)
 
     def values_matrix(self) -> tuple[np.ndarray, str, list[str]]:
         """The selected channel's numbers as a 2-D table, the index prefix, and row labels."""
