@@ -380,16 +380,17 @@ class StepperScreen(Screen):
         """The explanation pane grows to show all of its lines (up to EXPLAIN_MAX), so the
         formula, the code and the legend are never cut; the maps get the rest."""
         pane = self.query_one("#explain", TextPane)
-        pane.set(text)
         width = pane.size.width or self.query_one("#center").size.width
-        if width:
-            # the pane has wrapped it at its width already
-            natural = pane.natural_height if pane.size.width else len(
-                text.wrap(self.app.console, width))
-            lines = max(natural, self.explain_floor(width))
-            height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
-            if pane.styles.height is None or pane.styles.height.value != height:
-                pane.styles.height = height
+        if not width:
+            pane.set(text)
+            return
+        lines = max(pane.lines_needed(text, width), self.explain_floor(width))
+        height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
+        if pane.styles.height is None or pane.styles.height.value != height:
+            pane.styles.height = height
+            pane.set(text, resizing=True)
+        else:
+            pane.set(text)
 
     def explain_floor(self, width: int) -> int:
         """The lines the longest step's formula and code need at this width. The pane keeps

@@ -8,6 +8,7 @@ import pytest
 from pilot_helpers import make_app, pretrained_app, wait_for
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.screen import Screen
 
 import screens.stepper as stepper
 from cnntui.model import weights_from
@@ -109,3 +110,31 @@ async def test_what_is_kept_is_what_a_fresh_build_shows(size):
             await pilot.pause()
             fresh = [screen.query_one(p, TextPane).plain for p in PANES], tv.cells
             assert kept == fresh, (key, app.trace.steps[app.step_index].name)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_a_step_lays_the_screen_out_at_most_once(monkeypatch, size):
+    """A layout pass re-arranges and repaints every pane. At 120x40 no step needs one; at 80x24
+    the explanation pane grows and shrinks (a pooling step's legend): one pass; the side pane
+    starting or stopping to scroll: one, or two when it starts. Before: a resized pane's new
+    virtual size and Textual's scrollbars each asked for a pass more (36 in a pass of 25)."""
+    app = pretrained_app()
+    counts: list[int] = []
+    real = Screen._refresh_layout
+
+    def counting(self, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        counts[-1] += 1
+        return real(self, *a, **kw)
+
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.5)
+        monkeypatch.setattr(Screen, "_refresh_layout", counting)
+        for _ in range(len(app.trace.steps) - 1):
+            counts.append(0)
+            await pilot.press("right")
+            await pilot.pause(0.05)
+        steps = list(zip(app.trace.names[1:], counts, strict=True))
+        if size == (120, 40):
+            assert sum(counts) == 0, steps
+        else:
+            assert max(counts) <= 2 and sum(counts) <= 20, steps

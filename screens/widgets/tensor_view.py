@@ -368,11 +368,15 @@ class TensorView(ScrollView, can_focus=False):
         if self.reduction != reduction_before:
             self.post_message(self.Resolution(self.reduction))
         w = max((s.cell_length for s in lines), default=0)
-        # never smaller than the pane: a new picture that fits needs no layout pass
-        virtual = Size(max(w, self.size.width if len(lines) <= height else w),
-                       max(len(lines), height))
+        # a virtual size is a layout pass: it changes only when the picture starts or stops
+        # scrolling or scrolls by another amount, not with a picture that fits, nor when the
+        # pane is resized (the explanation under it grew)
+        virtual = Size(w, len(lines)) if len(lines) > height or w > width else Size()
         if virtual != self.virtual_size:
             self.virtual_size = virtual
+            # show or hide the scrollbar now, in the same layout pass (Textual would only
+            # after that pass, in a second one)
+            self._refresh_scrollbars()
 
     def on_resize(self) -> None:
         self._rebuild()

@@ -53,10 +53,17 @@ class TextPane(ScrollView, can_focus=False):
         # (id(text), width, height) -> (text, lines, width, natural height)
         self._built: OrderedDict[tuple, tuple[Text, list[Strip], int, int]] = OrderedDict()
 
-    def set(self, text: Text) -> None:
+    def set(self, text: Text, *, resizing: bool = False) -> None:
+        """Show ``text``. ``resizing``: the pane's height is about to change, so its lines are
+        built at the new size after the layout pass (built now, at the old size, they could
+        start scrolling, and a new virtual size asks for a second layout pass)."""
         if text is self.text or (self._key is not None and text == self.text):
             return  # same words: nothing to repaint (most panes, on most steps)
         self.text = text
+        if resizing:
+            self._key = None
+            self.refresh()
+            return
         old, virtual = self._lines, self.virtual_size
         self._key = None
         self._rebuild()
@@ -70,6 +77,14 @@ class TextPane(ScrollView, can_focus=False):
         width, height = self.size
         if self.keep and width > 0 and (id(text), width, height) not in self._built:
             self._build(text, width, height)
+
+    def lines_needed(self, text: Text, width: int) -> int:
+        """How many lines ``text`` wraps to at ``width`` (the pane's own width: from what
+        ``prepare`` or ``set`` built)."""
+        built = self._built.get((id(text), *self.size))
+        if built is not None and built[0] is text and self.size.width == width:
+            return built[3]
+        return len(text.wrap(self.app.console, width)) if self.wrap else len(text.split("\n"))
 
     @property
     def plain(self) -> str:
@@ -107,10 +122,15 @@ class TextPane(ScrollView, can_focus=False):
         if built is None or built[0] is not self.text:
             built = self._build(self.text, width, height)
         _, self._lines, self._width, self.natural_height = built
-        # never smaller than the pane: a change of content alone needs no layout pass
-        virtual = Size(self._width, max(len(self._lines), height))
+        # a virtual size is a layout pass: it changes only when the text starts or stops
+        # scrolling or scrolls by another amount, not with the text or the pane's height (the
+        # pane needs a fixed or fractional height: its content does not size it)
+        virtual = Size(self._width, len(self._lines)) if len(self._lines) > height else Size()
         if virtual != self.virtual_size:
             self.virtual_size = virtual
+            # show or hide the scrollbar now, in the same layout pass (Textual would only
+            # after that pass, in a second one)
+            self._refresh_scrollbars()
 
     def on_resize(self) -> None:
         self._key = None
