@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.color import ColorSystem
@@ -28,17 +29,16 @@ from textual.screen import Screen
 from cnntui import model, reference_process
 from cnntui.data import DRAWING_EXPLANATION, Dataset, Sample, load_dataset, load_digits
 from cnntui.trace import Step, Trace, trace_sample
-from cnntui.training import TrainConfig
-from cnntui.training.process import TrainerProcess
-from screens.canvas import CanvasScreen
 from screens.colors import MODES, detect_mode
 from screens.commands import CnnCommands
-from screens.figure import svg_to_png
-from screens.help import HelpScreen
 from screens.keys import binding_sections, keymap_path, load_keymap, remapped
-from screens.picker import PickerScreen
 from screens.stepper import StepperScreen
-from screens.training import TrainerFactory, TrainingScreen
+
+# the other screens (and the trainer) are imported when first opened: about a tenth of the
+# time to the first paint went on importing them and the Textual widgets they use
+if TYPE_CHECKING:
+    from cnntui.training.process import TrainerProcess
+    from screens.training import TrainerFactory, TrainingScreen
 
 # process: PyTorch in a helper process (the default: the session never imports torch);
 # thread: imported into this process and run in a worker thread; sync: before the first paint;
@@ -135,18 +135,25 @@ class CnnApp(App[int]):
         self.stepper = StepperScreen()
         # the training screen's trainer (the default settings on the full split), from the seed
         # initialisation (None) or from given weights
-        self.trainer_factory = trainer_factory or (
-            lambda params: TrainerProcess(TrainConfig.for_data(self.digits.name), params=params,
-                                   data=self.digits,
-                                   arch=self.arch))
+        self.trainer_factory = trainer_factory or self._default_trainer
         self.training: TrainingScreen | None = None
-        ids = {b.id for _, bindings in binding_sections() for b in bindings if b.id}
-        self.keymap, self.keymap_errors = load_keymap(keymap_path(), ids)
+        # the ids are collected only when there is a keymap: that imports every screen
+        path = keymap_path()
+        ids = ({b.id for _, bindings in binding_sections() for b in bindings if b.id}
+               if path.exists() else set())
+        self.keymap, self.keymap_errors = load_keymap(path, ids)
         self.set_keymap(self.keymap)
         if reference == "sync":
             self._attach_now()
         if predictions == "sync":
             self._store_predictions(*self._compute_predictions())
+
+    def _default_trainer(self, params: dict[str, np.ndarray] | None) -> TrainerProcess:
+        from cnntui.training import TrainConfig
+        from cnntui.training.process import TrainerProcess
+
+        return TrainerProcess(TrainConfig.for_data(self.digits.name), params=params,
+                              data=self.digits, arch=self.arch)
 
     def get_default_screen(self) -> Screen:
         return self.stepper
@@ -313,6 +320,8 @@ class CnnApp(App[int]):
         return probs.argmax(axis=1), probs.max(axis=1)
 
     def _store_predictions(self, predictions: np.ndarray, confidences: np.ndarray) -> None:
+        from screens.picker import PickerScreen
+
         self.predictions, self.confidences = predictions, confidences
         self._predicting = False
         if self.is_running and isinstance(self.screen, PickerScreen):
@@ -337,6 +346,8 @@ class CnnApp(App[int]):
     # ---- global actions ---------------------------------------------------------------------
 
     def action_pick(self) -> None:
+        from screens.picker import PickerScreen
+
         if isinstance(self.screen, PickerScreen):
             return
 
@@ -352,6 +363,8 @@ class CnnApp(App[int]):
         return True
 
     def action_train(self) -> None:
+        from screens.training import TrainingScreen
+
         if not isinstance(self.screen, StepperScreen):
             return
         if self.stepper.playing:
@@ -365,6 +378,8 @@ class CnnApp(App[int]):
                        index: int | None = None) -> None:
         """Back from the training screen: the stepper takes the trained weights (if they
         changed) and opens digit ``index`` if one was chosen there."""
+        from screens.training import TrainingScreen
+
         if isinstance(self.screen, TrainingScreen):
             self.pop_screen()
         if weights is not None:
@@ -417,6 +432,8 @@ class CnnApp(App[int]):
             self.show_sample(self.sample)
 
     def action_draw(self) -> None:
+        from screens.canvas import CanvasScreen
+
         if not isinstance(self.screen, StepperScreen):
             return
         if self.stepper.playing:
@@ -440,6 +457,8 @@ class CnnApp(App[int]):
             self.push_screen(SummaryScreen(self.arch))
 
     def action_help(self) -> None:
+        from screens.help import HelpScreen
+
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
             return
@@ -492,6 +511,8 @@ class CnnApp(App[int]):
         stem = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
         def convert() -> None:
+            from screens.figure import svg_to_png
+
             files = [(".svg", svg, "image/svg+xml")]
             picture = png if png is not None else svg_to_png(svg)
             if picture is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from rich.text import Text
@@ -35,7 +36,20 @@ STEP_GROUP = Binding.Group("step", compact=True)
 CELL_GROUP = Binding.Group("cell (n p: step)", compact=True)
 UPDATE_LR = 0.01  # the update step's learning rate (the training default)
 UPDATE_STEP = "SGD"  # the update step's name in the step list
+SHOWN_KEPT = 8  # steps whose panes are kept built (the current one and its neighbours)
 DIGIT_GROUP = Binding.Group("digit", compact=True)  # key k selects channel CHANNEL_KEYS.index(k)
+
+
+class Shown(NamedTuple):
+    """What the normal view shows of one step: the picture and every pane's text."""
+
+    view: View
+    header: Text
+    title: Text
+    scale: Text
+    explanation: Text
+    side_parts: tuple[Text, Text, Text | None]  # stats, PyTorch, gradient sizes
+    side: Text
 
 
 def counterpart(trace: Trace, index: int) -> int:
@@ -150,25 +164,28 @@ class StepperScreen(Screen):
         self._floor_trace: Trace | None = None  # explain_floor's trace and width
         self._floor_width = 0
         self._floor = 0
+        # what the normal view showed of recent steps (``shown``), oldest first
+        self._shown: OrderedDict[tuple, Shown] = OrderedDict()
+        self._going, self._last_index = 1, 0  # the way the user steps: prefetched first
 
     @property
     def cnn(self) -> CnnApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield TextPane(id="header", wrap=False)
+        yield TextPane(id="header", wrap=False, keep=SHOWN_KEPT)
         yield StepBar(id="stepbar")
         with Horizontal(id="body"):
             yield StepList(id="steps")
             with Vertical(id="center"):
-                yield TextPane(id="title", wrap=False)
+                yield TextPane(id="title", wrap=False, keep=SHOWN_KEPT)
                 yield TensorView(id="map", mode=self.cnn.color_mode)
                 with Vertical(id="values-box"):
                     yield DataTable(id="values", zebra_stripes=True)
                     yield Static(id="cell")
-                yield TextPane(id="scale", wrap=False)
-                yield TextPane(id="explain")
-            yield TextPane(id="side")
+                yield TextPane(id="scale", wrap=False, keep=SHOWN_KEPT)
+                yield TextPane(id="explain", keep=SHOWN_KEPT)
+            yield TextPane(id="side", keep=SHOWN_KEPT)
         yield Footer(compact=True)
         yield TooSmall()
 
@@ -194,6 +211,7 @@ class StepperScreen(Screen):
         names.append((UPDATE_STEP, "update"))
         marks.append("")
         self.update = None
+        self._shown.clear()
         self.query_one(StepList).set_steps(names, marks)
         self.query_one(StepBar).set_steps(names, marks)
         self.redraw()
@@ -208,19 +226,17 @@ class StepperScreen(Screen):
         if self.cell is not None:
             self.draw_cell()
             return
-        mode = self.cnn.color_mode
-        self.view = view = build_view(step, trace, shared=self.shared, channel=self.channel,
-                                      magnitude=self.magnitude, mode=mode)
+        self._going = -1 if step.index < self._last_index else 1
+        self._last_index = step.index
+        shown = self.shown(step.index)
+        self.view = view = shown.view
         self.channel = view.selected
-        self.query_one("#header", TextPane).set(
-            panes.header(trace, step, self.cnn.weights_desc, self.playing, self.first_bad))
+        self.query_one("#header", TextPane).set(shown.header)
         tensor_view = self.query_one(TensorView)
-        tensor_view.show(view, mode)
-        self.query_one("#title", TextPane).set(panes.title(step, view, tensor_view.reduction))
-        width = self.query_one("#center").size.width or 60
-        self.query_one("#scale", TextPane).set(
-            panes.scale_text(view, palette(mode, view.diverging), width))
-        self.set_explanation(panes.explain_text(step, self.legend(tensor_view.reduction)))
+        tensor_view.show(view, self.cnn.color_mode)
+        self.query_one("#title", TextPane).set(shown.title)
+        self.query_one("#scale", TextPane).set(shown.scale)
+        self.set_explanation(shown.explanation)
         self.update_side()
         if step.phase == "backward" and not self.told_tiny and trace.loss < TINY_LOSS:
             self.told_tiny = True
@@ -231,6 +247,70 @@ class StepperScreen(Screen):
         if self.show_values:
             self.fill_values()
         self.refresh_bindings()
+        self.call_after_refresh(self._prefetch)
+
+    def shown(self, index: int) -> Shown:
+        """What the normal view shows of step ``index`` in the current state (settings, pane
+        sizes, PyTorch's progress), built once: stepping back and forth rebuilds nothing.
+        Forgotten with the trace (``new_trace``) and when PyTorch's results arrive."""
+        cnn = self.cnn
+        tensor_view = self.query_one(TensorView)
+        key = self._shown_key(index)
+        center_w, side_w = key[-2:]
+        got = self._shown.get(key)
+        if got is not None:
+            self._shown.move_to_end(key)
+            return got
+        trace, step, mode = cnn.trace, cnn.trace.steps[index], cnn.color_mode
+        view = build_view(step, trace, shared=self.shared, channel=self.channel,
+                          magnitude=self.magnitude, mode=mode)
+        reduction = tensor_view.prepare(view)
+        verdict = None
+        if cnn.reference_state == "ready" and step.torch_value is not None:
+            verdict = cnn.verdict(step)
+        parts = (panes.stats_text(step, side_w), panes.torch_text(step, cnn.reference_state,
+                                                                   verdict),
+                 panes.grad_text(step, trace, width=side_w))
+        # the gradient sizes before PyTorch: in a short pane they are what a backward step is for
+        side = [parts[0], parts[1]] if parts[2] is None else [parts[0], parts[2], parts[1]]
+        got = self._shown[key] = Shown(
+            view, panes.header(trace, step, cnn.weights_desc, self.playing, self.first_bad),
+            panes.title(step, view, reduction),
+            panes.scale_text(view, palette(mode, view.diverging), center_w),
+            panes.explain_text(step, self.legend(reduction, view)), parts,
+            Text("\n\n").join(side))
+        while len(self._shown) > SHOWN_KEPT:
+            self._shown.popitem(last=False)
+        return got
+
+    def _prefetch(self) -> None:
+        """While idle after a step: build the neighbouring steps (the way the user is going
+        first), one per call so that a key pressed meanwhile is handled in between."""
+        if not self.is_current or self.cell is not None or self.at_update:
+            return
+        index, last = self.cnn.step_index, len(self.cnn.trace.steps) - 1
+        for i in (index + self._going, index - self._going):
+            if 0 <= i <= last and not self._has_shown(i):
+                self._prepare(i)
+                self.call_later(self._prefetch)
+                return
+
+    def _has_shown(self, index: int) -> bool:
+        return self._shown_key(index) in self._shown
+
+    def _shown_key(self, index: int) -> tuple:
+        cnn = self.cnn
+        return (index, self.shared, self.channel, self.magnitude, cnn.color_mode, self.playing,
+                cnn.weights_desc, cnn.reference_state, tuple(self.query_one(TensorView).size),
+                self.query_one("#center").size.width or 60,
+                (self.query_one("#side").size.width or 28) - 2)
+
+    def _prepare(self, index: int) -> None:
+        shown = self.shown(index)
+        for pane, text in (("#header", shown.header), ("#title", shown.title),
+                           ("#scale", shown.scale), ("#explain", shown.explanation),
+                           ("#side", shown.side)):
+            self.query_one(pane, TextPane).prepare(text)
 
     def mark_current(self, index: int) -> None:
         self.query_one(StepList).set_current(index)
@@ -307,13 +387,17 @@ class StepperScreen(Screen):
         """The explanation pane grows to show all of its lines (up to EXPLAIN_MAX), so the
         formula, the code and the legend are never cut; the maps get the rest."""
         pane = self.query_one("#explain", TextPane)
-        pane.set(text)
         width = pane.size.width or self.query_one("#center").size.width
-        if width:
-            lines = max(len(text.wrap(self.app.console, width)), self.explain_floor(width))
-            height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
-            if pane.styles.height is None or pane.styles.height.value != height:
-                pane.styles.height = height
+        if not width:
+            pane.set(text)
+            return
+        lines = max(pane.lines_needed(text, width), self.explain_floor(width))
+        height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
+        if pane.styles.height is None or pane.styles.height.value != height:
+            pane.styles.height = height
+            pane.set(text, resizing=True)
+        else:
+            pane.set(text)
 
     def explain_floor(self, width: int) -> int:
         """The lines the longest step's formula and code need at this width. The pane keeps
@@ -326,9 +410,10 @@ class StepperScreen(Screen):
                               for s in trace.steps)
         return self._floor
 
-    def legend(self, reduction: int) -> str:
-        """The view's legend, unless the maps are too small to show what it describes."""
-        view = self.view
+    def legend(self, reduction: int, view: View | None = None) -> str:
+        """The view's legend (default: the view shown), unless the maps are too small to show
+        what it describes."""
+        view = self.view if view is None else view
         if view is None or not view.legend or reduction == 1 or \
                 not any(t.marks is not None for t in view.tiles):
             return view.legend if view else ""
@@ -344,25 +429,16 @@ class StepperScreen(Screen):
 
     def update_side(self) -> None:
         """Stats, the PyTorch comparison and (backward) gradient sizes, in one pane."""
-        step, trace = self.step, self.cnn.trace
-        side_w = (self.query_one("#side").size.width or 28) - 2
-        verdict = None
-        state = self.cnn.reference_state
-        if state == "ready" and step.torch_value is not None:
-            verdict = self.cnn.verdict(step)
-        self.stats_text = panes.stats_text(step, side_w)
-        self.torch_text = panes.torch_text(step, state, verdict)
-        self.grad_text = panes.grad_text(step, trace, width=side_w)
-        # the gradient sizes before PyTorch: in a short pane they are what a backward step is for
-        parts = [self.stats_text, self.torch_text]
-        if self.grad_text is not None:
-            parts.insert(1, self.grad_text)
-        self.query_one("#side", TextPane).set(Text("\n\n").join(parts))
+        shown = self.shown(self.step.index)
+        self.stats_text, self.torch_text, self.grad_text = shown.side_parts
+        self.query_one("#side", TextPane).set(shown.side)
 
     def update_torch(self) -> None:
         """The PyTorch run finished: its pane is in the normal view's side pane only."""
+        self._shown.clear()  # every step's comparison changed
         if self.cell is None and not self.at_update:
             self.update_side()
+            self.call_after_refresh(self._prefetch)
 
     def values_matrix(self) -> tuple[np.ndarray, str, list[str]]:
         """The selected channel's numbers as a 2-D table, the index prefix, and row labels."""

@@ -8,6 +8,7 @@ colour mode) and cached as Strips; scrolling and repaints only crop them.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 from rich.segment import Segment
@@ -20,6 +21,7 @@ from textual.strip import Strip
 
 from screens.colors import DIM_GLYPH_16, SPECIAL_NAMES, Palette, palette
 from screens.views import Tile, View
+from screens.widgets.text_pane import refresh_changed
 
 HALF = "▀"
 GAP = 1  # columns between tiles
@@ -298,6 +300,7 @@ class TensorView(ScrollView, can_focus=False):
     DEFAULT_CSS = """
     TensorView { height: 1fr; scrollbar-size: 1 1; }
     """
+    KEEP = 8  # pictures kept
 
     def __init__(self, *, mode: str = "truecolor", id: str | None = None,
                  classes: str | None = None) -> None:
@@ -309,14 +312,46 @@ class TensorView(ScrollView, can_focus=False):
         self._base: Style | None = None  # the widget's own style, cached for render_line
         self.reduction = 1  # the picture is at 1/reduction resolution (to fit every channel)
         self.boxes: list[tuple[int, int, int, int, int]] = []  # where tiles are (tile_lines)
+        # (id(view), width, height, mode) -> (view, lines, reduction, boxes): the last few
+        self._built: OrderedDict[tuple, tuple] = OrderedDict()
 
     def show(self, view: View, mode: str | None = None) -> None:
         self.view = view
         if mode is not None:
             self.mode = mode
+        old, size, virtual = self._lines, self.size, self.virtual_size
         self._key = None
         self._rebuild()
-        self.refresh()
+        if self._key is None or self.size != size or self.virtual_size != virtual:
+            self.refresh()
+        else:
+            refresh_changed(self, old, self._lines)
+
+    def prepare(self, view: View) -> int:
+        """Build ``view``'s picture now (while idle) for a later ``show(view)``; returns the
+        resolution divisor it will be drawn at."""
+        width, height = self.size
+        return self._picture(view, width, height)[1] if width > 0 else 1
+
+    def _picture(self, view: View, width: int, height: int
+                 ) -> tuple[list[Strip], int, list[tuple[int, int, int, int, int]]]:
+        """The lines, resolution divisor and tile boxes of ``view`` in a width x height pane,
+        built once and kept for the last few views."""
+        key = (id(view), width, height, self.mode)
+        got = self._built.get(key)
+        if got is not None and got[0] is view:
+            return got[1:]
+        pal = palette(self.mode, view.diverging)
+        if view.kind == "bars":
+            lines, reduction, boxes = bar_lines(view, pal, width), 1, []
+        else:
+            lines, reduction, boxes = tile_lines(view, pal, width, height)
+            if len(lines) > height:  # it will scroll: leave room for the scrollbar
+                lines, reduction, boxes = tile_lines(view, pal, width - 1, height)
+        self._built[key] = (view, lines, reduction, boxes)
+        while len(self._built) > self.KEEP:
+            self._built.popitem(last=False)
+        return lines, reduction, boxes
 
     def _rebuild(self) -> None:
         width, height = self.size
@@ -327,24 +362,21 @@ class TensorView(ScrollView, can_focus=False):
         if key == self._key:
             return
         self._key = key
-        pal = palette(self.mode, self.view.diverging)
-        reduction_before, self.reduction, self.boxes = self.reduction, 1, []
-        if self.view.kind == "bars":
-            lines = bar_lines(self.view, pal, width)
-        else:
-            lines, self.reduction, self.boxes = tile_lines(self.view, pal, width, height)
-            if len(lines) > height:  # it will scroll: leave room for the scrollbar
-                lines, self.reduction, self.boxes = tile_lines(self.view, pal, width - 1,
-                                                               height)
+        reduction_before = self.reduction
+        lines, self.reduction, self.boxes = self._picture(self.view, width, height)
         self._lines = lines
         if self.reduction != reduction_before:
             self.post_message(self.Resolution(self.reduction))
         w = max((s.cell_length for s in lines), default=0)
-        # never smaller than the pane: a new picture that fits needs no layout pass
-        virtual = Size(max(w, self.size.width if len(lines) <= height else w),
-                       max(len(lines), height))
+        # a virtual size is a layout pass: it changes only when the picture starts or stops
+        # scrolling or scrolls by another amount, not with a picture that fits, nor when the
+        # pane is resized (the explanation under it grew)
+        virtual = Size(w, len(lines)) if len(lines) > height or w > width else Size()
         if virtual != self.virtual_size:
             self.virtual_size = virtual
+            # show or hide the scrollbar now, in the same layout pass (Textual would only
+            # after that pass, in a second one)
+            self._refresh_scrollbars()
 
     def on_resize(self) -> None:
         self._rebuild()

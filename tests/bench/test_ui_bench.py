@@ -4,8 +4,14 @@
   Pilot (``press`` then ``pause``, which waits for every widget and runs the compositor update);
 - start-up: a fresh ``cnntui`` process to its first painted screen (PyTorch loads afterwards).
 
-Run: ``pytest tests/bench/test_ui_bench.py --benchmark-only``. Targets: step < 30 ms median,
-first paint < 1 s.
+Run: ``pytest tests/bench/test_ui_bench.py --benchmark-only``.
+
+These run headless, inside one process. Issue 11's targets are measured from outside, as a user
+sees it, by ``tests/bench/tmux_ui.py`` (needs tmux; run by hand): ``latency`` (a key sent with
+``tmux send-keys`` until ``capture-pane`` shows the change, at 80x24 and 120x40: median < 15 ms,
+p95 < 30 ms, none over 50 ms), ``paint`` (process start to the first screen: < 0.5 s) and
+``idle`` (CPU with no input: < 0.3%); ``all`` runs each. Medians with spreads and the load
+average are printed; nothing is asserted.
 """
 
 from __future__ import annotations
