@@ -185,7 +185,7 @@ class StepperScreen(Screen):
                     yield Static(id="cell")
                 yield TextPane(id="scale", wrap=False, keep=SHOWN_KEPT)
                 yield TextPane(id="explain", keep=SHOWN_KEPT)
-            yield TextPane(id="side", keep=SHOWN_KEPT)
+            yield TextPane(id="side", keep=SHOWN_KEPT, steady=True)
         yield Footer(compact=True)
         yield TooSmall()
 
@@ -393,6 +393,7 @@ class StepperScreen(Screen):
             return
         lines = max(pane.lines_needed(text, width), self.explain_floor(width))
         height = max(EXPLAIN_MIN, min(EXPLAIN_MAX, lines))
+        self._floor = height  # and it stays as tall while this trace is shown at this width
         if pane.styles.height is None or pane.styles.height.value != height:
             pane.styles.height = height
             pane.set(text, resizing=True)
@@ -400,9 +401,10 @@ class StepperScreen(Screen):
             pane.set(text)
 
     def explain_floor(self, width: int) -> int:
-        """The lines the longest step's formula and code need at this width. The pane keeps
-        at least that height on every step, so stepping does not resize it: a resize is a
-        layout pass and a repaint of every pane (a third of a step's time)."""
+        """The lines the longest step's formula and code need at this width, or more once a
+        step's legend needed more. The pane keeps at least that height on every step, so
+        stepping does not resize it: a resize is a layout pass and a repaint of every pane
+        (at 80x24 it doubled a step's time)."""
         trace = self.cnn.trace
         if self._floor_trace is not trace or self._floor_width != width:
             self._floor_trace, self._floor_width = trace, width

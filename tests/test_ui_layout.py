@@ -111,18 +111,28 @@ def test_shrinking_keeps_nan_and_inf_visible_and_pads_odd_sizes():
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
-async def test_stepping_keeps_the_explanation_pane_one_height(size):
-    """A pane that changes height costs a layout pass and a repaint of every pane: about a
-    third of a step's time. Only a legend (the pooling marks) may add to it."""
+async def test_stepping_never_shrinks_the_explanation_or_the_side_panes_scroll(size):
+    """A pane that changes height or scroll length costs a layout pass and a repaint of every
+    pane. The explanation pane only grows (to a legend's lines) and the side pane scrolls as
+    far as its longest text so far, and both keep that on the way back."""
     app = pretrained_app()
     async with app.run_test(size=size) as pilot:
-        heights = set()
-        for step in app.trace.steps:
+        explain = app.screen.query_one("#explain", TextPane)
+        side = app.screen.query_one("#side", TextPane)
+        heights, scrolls, natural = [], [], []
+        for step in [*app.trace.steps, *reversed(app.trace.steps)]:
             app.go_to(step.index)
             await pilot.pause()
-            if not app.screen.view.legend:
-                heights.add(app.screen.query_one("#explain", TextPane).size.height)
-        assert len(heights) == 1, heights
+            heights.append(explain.size.height)
+            scrolls.append(side.virtual_size.height)
+            natural.append(side.natural_height)
+        assert heights == sorted(heights) and scrolls == sorted(scrolls), (heights, scrolls)
+        n = len(app.trace.steps)
+        assert len(set(heights[n:])) == 1 and len(set(scrolls[n:])) == 1
+        if size == (80, 24):  # the side pane scrolls, by as much as its longest text
+            assert scrolls[-1] == max(natural) > side.size.height > min(natural)
+        else:
+            assert set(scrolls) == {0}
 
 
 @pytest.mark.parametrize("width", [20, 26, 40])

@@ -34,23 +34,30 @@ class TextPane(ScrollView, can_focus=False):
 
     With ``keep`` > 0 the lines of the last ``keep`` texts shown (or ``prepare``d) are kept,
     keyed by the Text object itself: showing one of them again at the same size builds
-    nothing."""
+    nothing.
+
+    ``steady``: once a text has scrolled, the pane keeps its scrollbar and scrolls as far as
+    the longest text it has shown at this size (a shorter one ends in blank lines). A new
+    scroll length is a layout pass of the whole screen, which at 80x24 doubled a step's
+    time."""
 
     DEFAULT_CSS = """
     TextPane { scrollbar-size-vertical: 1; }
     """
-    def __init__(self, *, wrap: bool = True, keep: int = 0, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(self, *, wrap: bool = True, keep: int = 0, steady: bool = False,
+                 id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.wrap = wrap
         self.keep = keep
+        self.steady = steady
+        self._tallest = 0  # (steady) the most lines shown at this size, once it scrolled
         self.text = Text()
         self.natural_height = 0  # lines the text needs at the pane's full width
         self._lines: list[Strip] = []
         self._key: tuple | None = None
         self._base: Style | None = None  # the pane's own style: walks every ancestor, so cached
         self._width = 0  # the lines' width (one less than the pane's when it scrolls)
-        # (id(text), width, height) -> (text, lines, width, natural height)
+        # (id(text), width, height, scrolls anyway) -> (text, lines, width, natural height)
         self._built: OrderedDict[tuple, tuple[Text, list[Strip], int, int]] = OrderedDict()
 
     def set(self, text: Text, *, resizing: bool = False) -> None:
@@ -75,13 +82,13 @@ class TextPane(ScrollView, can_focus=False):
     def prepare(self, text: Text) -> None:
         """Build ``text``'s lines now (while idle) for a later ``set(text)``."""
         width, height = self.size
-        if self.keep and width > 0 and (id(text), width, height) not in self._built:
+        if self.keep and width > 0 and self._built_key(text, width, height) not in self._built:
             self._build(text, width, height)
 
     def lines_needed(self, text: Text, width: int) -> int:
         """How many lines ``text`` wraps to at ``width`` (the pane's own width: from what
         ``prepare`` or ``set`` built)."""
-        built = self._built.get((id(text), *self.size))
+        built = self._built.get(self._built_key(text, *self.size))
         if built is not None and built[0] is text and self.size.width == width:
             return built[3]
         return len(text.wrap(self.app.console, width)) if self.wrap else len(text.split("\n"))
@@ -90,13 +97,20 @@ class TextPane(ScrollView, can_focus=False):
     def plain(self) -> str:
         return self.text.plain
 
+    def _scrolls_anyway(self, height: int) -> bool:
+        return self.steady and self._tallest > height
+
+    def _built_key(self, text: Text, width: int, height: int) -> tuple:
+        return (id(text), width, height, self._scrolls_anyway(height))
+
     def _build(self, text: Text, width: int, height: int) -> tuple[Text, list[Strip], int, int]:
         console = self.app.console
         inner = width
         if self.wrap:
             lines = text.wrap(console, width)
             natural = len(lines)
-            if natural > height:  # it will scroll: leave room for the scrollbar
+            if natural > height or self._scrolls_anyway(height):
+                # it will scroll: leave room for the scrollbar
                 inner = width - 1
                 lines = text.wrap(console, inner)
         else:
@@ -107,7 +121,8 @@ class TextPane(ScrollView, can_focus=False):
         base = self._base
         strips = [Strip([Segment(seg.text, base + seg.style if seg.style else base)
                          for seg in line.render(console, end="")]) for line in lines]
-        built = self._built[(id(text), width, height)] = (text, strips, inner, natural)
+        built = self._built[self._built_key(text, width, height)] = (text, strips, inner,
+                                                                      natural)
         while len(self._built) > self.keep:
             self._built.popitem(last=False)
         return built
@@ -118,14 +133,19 @@ class TextPane(ScrollView, can_focus=False):
         if key == self._key or width <= 0:
             return
         self._key = key
-        built = self._built.get((id(self.text), width, height))
+        built = self._built.get(self._built_key(self.text, width, height))
         if built is None or built[0] is not self.text:
             built = self._build(self.text, width, height)
         _, self._lines, self._width, self.natural_height = built
+        rows = len(self._lines)
+        if self.steady and rows > height:
+            self._tallest = rows = max(self._tallest, rows)
+        elif self._scrolls_anyway(height):
+            rows = self._tallest
         # a virtual size is a layout pass: it changes only when the text starts or stops
         # scrolling or scrolls by another amount, not with the text or the pane's height (the
         # pane needs a fixed or fractional height: its content does not size it)
-        virtual = Size(self._width, len(self._lines)) if len(self._lines) > height else Size()
+        virtual = Size(self._width, rows) if rows > height else Size()
         if virtual != self.virtual_size:
             self.virtual_size = virtual
             # show or hide the scrollbar now, in the same layout pass (Textual would only
@@ -134,6 +154,7 @@ class TextPane(ScrollView, can_focus=False):
 
     def on_resize(self) -> None:
         self._key = None
+        self._tallest = 0
         self._rebuild()
 
     def notify_style_update(self) -> None:
