@@ -120,7 +120,7 @@ def check_step(app: CnnApp) -> None:
     else:  # narrow: the one-line step bar, a flagged step's name followed by "!"
         bar = app.screen.query_one(StepBar)
         assert bar.size.height
-        assert (f" {step.name}! " in f" {bar.render().plain} ") == bool(flags), bar.render().plain
+        assert (f" {step.name}! " in f" {bar.render_line(0).text} ") == bool(flags), bar.render_line(0).text
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -209,7 +209,7 @@ async def test_one_logit_overflowing_is_flagged_only_where_it_is(one_inf_weights
             flagged = [line for line in step_list_lines(app) if line.rstrip().endswith("Inf")]
             assert len(flagged) == 1 and "logits" in flagged[0]
         else:
-            bar = app.screen.query_one(StepBar).render().plain
+            bar = app.screen.query_one(StepBar).render_line(0).text
             assert bar.count("!") == 1 and "logits!" in bar
 
 

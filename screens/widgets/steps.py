@@ -107,6 +107,8 @@ class StepBar(Widget, can_focus=False):
         self.flags: list[str] = []
         self.current = 0
 
+        self._strip: tuple[tuple, Strip] | None = None  # (what it shows, the line)
+
     def set_steps(self, names: list[tuple[str, str]], flags: list[str] | None = None) -> None:
         self.names = names
         self.flags = list(flags) if flags else [""] * len(names)
@@ -116,7 +118,25 @@ class StepBar(Widget, can_focus=False):
         self.current = index
         self.refresh()
 
-    def render(self) -> Text:
+    def render_line(self, y: int) -> Strip:
+        # the Line API, not render(): a Text through Textual's visual pipeline took a
+        # millisecond a step, a tenth of a step's time at 80x24
+        width = self.size.width
+        if y:
+            return Strip.blank(width, self.rich_style)
+        key = (self.names, self.flags, self.current, width)  # (set_steps replaces the lists)
+        if self._strip is None or self._strip[0] != key:
+            base = self.rich_style
+            line = self.line_text().render(self.app.console, end="")
+            self._strip = key, Strip([Segment(seg.text, base + seg.style if seg.style else base)
+                                      for seg in line]).crop_extend(0, width, base)
+        return self._strip[1]
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strip = None  # built with the old style
+
+    def line_text(self) -> Text:
         text = Text(no_wrap=True, overflow="crop")
         start = 0
         phase = None
@@ -135,4 +155,7 @@ class StepBar(Widget, can_focus=False):
             text.append(" ")
         width = self.size.width or 80
         offset = max(0, min(start - width // 3, len(text) - width))
-        return text[offset:] if offset else text
+        end = offset + width
+        if end < len(text) and text.plain[end] != " ":  # no half names at the right edge
+            end = text.plain.rfind(" ", offset, end) + 1 or end
+        return text[offset:end]
