@@ -8,7 +8,7 @@ from pilot_helpers import make_app, wait_for, wait_for_exports
 from textual.widgets import DataTable, Static
 
 from cnntui import cli
-from cnntui.model import weights_from
+from cnntui.model import predict, weights_from
 from screens.app import CnnApp
 from screens.colors import MODES, NEGATIVE_GLYPHS, POSITIVE_GLYPHS, palette
 from screens.help import HelpScreen
@@ -267,6 +267,26 @@ async def test_changing_digit_changes_header_and_tensor_and_keeps_the_step(seed_
         await pilot.press("left_square_bracket", "left_square_bracket")
         assert app.index == len(app.digits.labels) - 1  # wraps around
         assert f"digit #{app.index} " in header(app)
+
+
+async def test_predictions_wait_for_the_picker(seed_params):
+    """The picker's predictions are computed when it opens, not while the user steps (in a
+    thread, they held the GIL the steps needed), and they are the network's own."""
+    app = make_app(seed_params, predictions="thread")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(3):
+            await pilot.press("right")
+        app.reference_state = "loading"
+        app._reference_done("off: standing in for PyTorch's first run ending")
+        await pilot.press("right")
+        await pilot.pause(0.3)
+        assert app.predictions is None
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.predictions is not None)
+        probs = predict(app.arch, app.params, app.digits.prepared(np.arange(5)))
+        assert (app.predictions[:5] == probs.argmax(axis=1)).all()
+        await pilot.pause()
+        assert "computing" not in str(app.screen.query_one("#picker-filter", Static).render())
 
 
 async def test_picker_filters_and_chooses(seed_params):

@@ -120,7 +120,8 @@ def check_step(app: CnnApp) -> None:
     else:  # narrow: the one-line step bar, a flagged step's name followed by "!"
         bar = app.screen.query_one(StepBar)
         assert bar.size.height
-        assert (f" {step.name}! " in f" {bar.render_line(0).text} ") == bool(flags), bar.render_line(0).text
+        line = bar.render_line(0).text
+        assert (f" {step.name}! " in f" {line} ") == bool(flags), line
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
