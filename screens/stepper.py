@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 TINY_LOSS = 1e-3  # below it every gradient is tiny: dlogits = probs - onehot is at most this
 EXPLAIN_MIN, EXPLAIN_MAX = 2, 7  # lines of the explanation pane
+PREFETCH_DELAY = 0.02  # s after a step before its neighbours are built
 PLAY_INTERVAL = 0.6  # seconds per step while playing
 CHANNEL_KEYS = "0123456789"  # key k enlarges channel #k, as the maps are labelled
 STEP_GROUP = Binding.Group("step", compact=True)
@@ -247,7 +248,9 @@ class StepperScreen(Screen):
         if self.show_values:
             self.fill_values()
         self.refresh_bindings()
-        self.call_after_refresh(self._prefetch)
+        # not at once after the refresh: Textual's output thread must first get the GIL to
+        # write the step to the terminal (it waited up to 5 ms for a prefetch)
+        self.set_timer(PREFETCH_DELAY, self._prefetch)
 
     def shown(self, index: int) -> Shown:
         """What the normal view shows of step ``index`` in the current state (settings, pane
