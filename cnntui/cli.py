@@ -75,7 +75,7 @@ ARCH_HELP = ("simple (the lesson's SimpleCNN, default) | strided (stride-2 convs
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnntui", description="A terminal debugger for a CNN written from scratch in NumPy.")
-    parser.add_argument("--version", action="version", version=f"cnntui {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--index", type=_index, default=None,
                         help="digit to open (digits 0-1796, MNIST 0-69999: training digits "
                              "first; default: the test digit the network is least sure about)")
@@ -314,6 +314,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnntui: interrupted", file=sys.stderr)
         return 130
+
+
+class _VersionAction(argparse.Action):
+    """argparse's version action, with the version looked up only when asked for
+    (importlib.metadata is 15 ms of the app's first paint)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: object) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS,
+                         help="show the program's version number and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        print(f"cnntui {_version()}")
+        parser.exit()
 
 
 def _version() -> str:
