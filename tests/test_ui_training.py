@@ -19,6 +19,7 @@ from cnntui.data import load_digits
 from cnntui.model import SIMPLE_CNN, load_weights, weights_from
 from cnntui.training import TrainConfig
 from cnntui.training.process import TrainerProcess
+from screens import panes
 from screens.app import CnnApp
 from screens.help import HelpScreen, help_rows
 from screens.stepper import StepperScreen
@@ -221,11 +222,16 @@ async def test_learning_rate_optimiser_and_reset_keys(pretrained):
         assert trainer.config.optimizer == "sgd" and "sgd" in pane(screen, "#t-header")
         await pilot.press("o")
         assert trainer.config.optimizer == "adam"
-        # while running: the next batches use the new rate
+        # while running: the next batches use the new rate, and the key redraws the header
+        # alone (a full draw took 15-25 ms, and a key 55-60 ms to show in tmux)
         await pilot.press("space")
         await wait_for(pilot, lambda: len(screen.feed.losses) >= 2)
+        draws = []
+        screen.draw = lambda *a, **kw: draws.append(a)  # the frames, from here on, not drawn
         await pilot.press("plus")
-        assert trainer.lr == pytest.approx(lr)
+        assert trainer.lr == pytest.approx(lr) and not draws
+        assert f"lr {panes.num(lr)}" in pane(screen, "#t-header")
+        del screen.draw
         step = screen.feed.batch.step
         await wait_for(pilot, lambda: screen.feed.batch.step > step + 1)
         b = screen.feed.batch

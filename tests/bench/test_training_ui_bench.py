@@ -12,7 +12,8 @@ app, no Pilot waits, which would themselves occupy the UI thread).
 
 Also reported: frames the screen drew per second of training, and the latency of a key during
 training (``+``: posted to the app until the trainer's learning rate changed, which is after the
-child's reply). Key-to-screen latency in a real terminal: ``tests/bench/tmux_training.py``.
+child's reply). Key-to-screen latency in a real terminal:
+``python tests/bench/tmux_ui.py training``.
 
 Run: ``pytest tests/bench/test_training_ui_bench.py --benchmark-only -s``.
 """

@@ -4,6 +4,7 @@ asserted; run by hand, not by pytest (it needs tmux and takes a minute or more):
     python tests/bench/tmux_ui.py latency [--size 120x40] [--steps 80] [--early]
     python tests/bench/tmux_ui.py paint   [--size 120x40] [--runs 7]
     python tests/bench/tmux_ui.py idle    [--size 120x40] [--seconds 30]
+    python tests/bench/tmux_ui.py training [--size 120x40] [--steps 30] [--seconds 20]
     python tests/bench/tmux_ui.py all     (latency at 80x24 and 120x40, paint, idle)
 
 Options: ``--bin`` the command to run (default: the ``cnntui`` beside this Python), ``--args``
@@ -17,6 +18,11 @@ its arguments (default ``--index 5``).
 - paint: process start (tmux spawning the command) to the first capture showing the header.
 - idle: CPU time (user + system, every thread, from /proc) of the app's process over
   ``--seconds`` with no input, after PyTorch has loaded, as a percentage of one core.
+- training: ``t`` opens the training screen and space starts the default run; once batches
+  arrive, ``+`` and ``-`` (alternating, ``--steps`` of them, 300 ms apart) are timed until the
+  header shows the new learning rate (the screen changes all the time while training, so only
+  the rate counts). Then ``x`` stops the run and the app's idle CPU is measured as above
+  (the trainer's child process, idle, is reported apart).
 
 Each line reports the median, p95 and max (latency) or median and min-max (paint), with the
 machine's load average; the machine is shared, so alternate and repeat.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -134,10 +141,57 @@ def idle(cmd: str, size: str, seconds: float) -> float:
         tmux("kill-session", "-t", SESSION)
 
 
+LR = re.compile(r" lr (\S+)")
+
+
+def header_lr(screen: str) -> str | None:
+    found = LR.search(screen.split("\n", 1)[0])
+    return found.group(1) if found else None
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def training(cmd: str, size: str, presses: int, seconds: float) -> tuple[list[float], float,
+                                                                           float]:
+    """Key-to-screen latencies of + and - while training, then idle CPU (app, child) after."""
+    start(cmd, size)
+    try:
+        wait_for(settled)
+        tmux("send-keys", "-t", SESSION, "t")
+        wait_for(lambda s: "cnntui training" in s)
+        tmux("send-keys", "-t", SESSION, "Space")
+        wait_for(lambda s: " epoch " in s.split("\n", 1)[0])
+        time.sleep(1.0)
+        lat = []
+        for i in range(presses):
+            before = header_lr(capture())
+            t0 = time.perf_counter()
+            tmux("send-keys", "-t", SESSION, "+" if i % 2 == 0 else "-")
+            while header_lr(capture()) == before and time.perf_counter() - t0 < 5:
+                pass
+            lat.append((time.perf_counter() - t0) * 1e3)
+            time.sleep(0.3)
+        tmux("send-keys", "-t", SESSION, "x")
+        wait_for(lambda s: any(w in s.split("\n", 1)[0] for w in ("stopped", "finished")))
+        time.sleep(2.0)
+        pid = int(tmux("display-message", "-p", "-t", SESSION, "#{pane_pid}").strip())
+        kids = children(pid)
+        c0, k0, t0 = cpu_seconds(pid), sum(map(cpu_seconds, kids)), time.perf_counter()
+        time.sleep(seconds)
+        wall = time.perf_counter() - t0
+        return (lat, (cpu_seconds(pid) - c0) / wall * 100,
+                (sum(map(cpu_seconds, kids)) - k0) / wall * 100)
+    finally:
+        tmux("kill-session", "-t", SESSION)
+
+
 def main() -> None:
     default_bin = str(Path(sys.executable).with_name("cnntui"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("latency", "paint", "idle", "all"))
+    ap.add_argument("what", choices=("latency", "paint", "idle", "training", "all"))
     ap.add_argument("--bin", default=default_bin)
     ap.add_argument("--args", default="--index 5")
     ap.add_argument("--size", default="120x40")
@@ -163,6 +217,12 @@ def main() -> None:
             print(f"first paint {size}: median {statistics.median(times) * 1e3:.0f} ms  "
                   f"min {min(times) * 1e3:.0f}  max {max(times) * 1e3:.0f}  n={len(times)}  "
                   f"(load {load()})", flush=True)
+    if a.what == "training":
+        lat, app_cpu, child_cpu = training(cmd, a.size, min(a.steps, 30), a.seconds)
+        print(f"training {a.size}: key median {statistics.median(lat):.1f} ms  "
+              f"p95 {pct(lat, 0.95):.1f}  max {max(lat):.1f}  n={len(lat)}; idle after: app "
+              f"{app_cpu:.2f}%, trainer child {child_cpu:.2f}% of a core over {a.seconds:.0f} s"
+              f"  (load {load()})", flush=True)
     if a.what in ("idle", "all"):
         print(f"idle CPU {a.size}: {idle(cmd, a.size, a.seconds):.2f}% of a core over "
               f"{a.seconds:.0f} s  (load {load()})", flush=True)
