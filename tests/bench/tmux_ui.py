@@ -176,7 +176,7 @@ def training(cmd: str, size: str, presses: int, seconds: float) -> tuple[list[fl
             time.sleep(0.3)
         tmux("send-keys", "-t", SESSION, "x")
         wait_for(lambda s: any(w in s.split("\n", 1)[0] for w in ("stopped", "finished")))
-        time.sleep(2.0)
+        time.sleep(8.0)  # the run's notifications (6 s) have gone
         pid = int(tmux("display-message", "-p", "-t", SESSION, "#{pane_pid}").strip())
         kids = children(pid)
         c0, k0, t0 = cpu_seconds(pid), sum(map(cpu_seconds, kids)), time.perf_counter()
