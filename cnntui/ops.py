@@ -489,6 +489,12 @@ def _corners(H_out: int, W_out: int, W: int) -> np.ndarray:
     return _shared(np.arange(H_out)[:, None] * (2 * W) + np.arange(W_out) * 2)
 
 
+@functools.lru_cache(maxsize=16)
+def _starts(size: int, step: int) -> np.ndarray:
+    """The flat index of each input map's first cell, as a column."""
+    return _shared(np.arange(0, size, step)[:, None])
+
+
 def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """The gradient flows only to the input cell each window took its maximum from."""
     (N, C, H, W), argmax, size, stride = cache
@@ -499,7 +505,7 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
         big = size * dtype.itemsize >= _POOL_MIN_BYTES  # else NumPy's own allocation is cheaper
         dx = _zeros((size,), dtype)
         idx = argmax.reshape(N * C, -1)
-        idx = np.add(idx, np.arange(0, size, H * W)[:, None],
+        idx = np.add(idx, _starts(size, H * W),
                      out=_empty(idx.shape, idx.dtype) if big else None)
         dx[idx.reshape(-1)] = dout.reshape(-1)
         return dx.reshape(N, C, H, W)
