@@ -68,6 +68,13 @@ class Architecture:
         return frozenset(i for i, (a, b) in enumerate(pairs)
                          if isinstance(a, layers.ReLU) and isinstance(b, layers.MaxPool))
 
+    @cached_property
+    def backward_order(self) -> tuple[tuple[layers.Layer, str], ...]:
+        """(layer, "d" + the tensor it reads) from the last layer before the softmax to the
+        first: what ``backward`` walks, made once rather than per step."""
+        return tuple((self.layers[i], "d" + layer_input(self, i))
+                     for i in range(len(self.layers) - 2, -1, -1))
+
     def layer(self, name: str) -> layers.Layer:
         return next(layer for layer in self.layers if layer.name == name)
 
@@ -176,11 +183,11 @@ def backward(arch: Architecture, params: dict[str, np.ndarray], p: Pass,
     p.loss, _, dh = ops.softmax_cross_entropy(p.acts[arch.logits], np.asarray(labels),
                                               probs=p.acts.get(arch.layers[-1].out))
     grads = {"d" + arch.logits: dh}
-    for i in range(len(arch.layers) - 2, -1, -1):
-        layer = arch.layers[i]
+    for layer, d_input in arch.backward_order:
         dh, param_grads = layer.backward(params, dh, p.caches[layer.name])
-        grads.update({"d" + k: v for k, v in param_grads.items()})
-        grads["d" + layer_input(arch, i)] = dh
+        for k, v in param_grads.items():
+            grads["d" + k] = v
+        grads[d_input] = dh
     p.grads = grads
     return p
 

@@ -72,8 +72,7 @@ def _surely_finite(a: np.ndarray) -> bool:
     """True if the contiguous array ``a`` has no NaN or Inf, from one BLAS dot product (~2x
     faster than a sum): a NaN or Inf makes ``a . a`` non-finite. False also when the squares
     overflow (|a| > ~1e154 in float64): callers then take their careful path, merely slower."""
-    flat = a.reshape(-1)
-    return math.isfinite(flat @ flat)
+    return math.isfinite(np.vdot(a, a))  # the same dot as ``flat @ flat``, without the reshape
 
 
 # ---- buffers ------------------------------------------------------------------------------------
@@ -244,6 +243,11 @@ class _Geometry:
         self.dcols_out = ((B, groups, K, L), shift, (P, K * R, R, 1))
         self.junk = ((B, C * kH * kW, self.H_out, kW - 1), shift + self.W_out, (P, R, Wp, 1))
         self.shifted = ((C, kH, kW, B * P), shift, (kH * kW * R, kW * R - Wp, R - 1, 1))
+        # the unpadded images (N, C, H, W) inside xp (C, N*P + shift), and (stride 1) inside dxp
+        # (C, N*P): one view each instead of a slice, reshape, slice (and transpose)
+        inner = padding * Wp + padding
+        self.xp_inner = ((C, N, H, W), inner, (row, P, Wp, 1))
+        self.dxp_inner = ((N, C, H, W), inner, (P, N * P, Wp, 1))
 
 
 # one per shape, so that a convolution finds its workspaces (and batch 1 skips the arithmetic)
@@ -308,8 +312,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: in
     g = _geometry(x.shape, w.shape, stride, padding, groups, dtype.itemsize, CHUNK_BYTES)
     B = g.chunk
     xp = _zeros((C, N * g.P + g.shift), dtype)
-    xp[:, :N * g.P].reshape(C, N, g.Hp, g.Wp)[:, :, padding:padding + H, padding:padding + W] = \
-        x.transpose(1, 0, 2, 3)
+    _view(xp, g.xp_inner)[...] = x.transpose(1, 0, 2, 3)
     windows = _view(xp, g.windows)
     ws = _pooled(("conv2d", g, dtype), lambda: _ConvWork(g, dtype, backward=False))
     wb = np.empty((groups, F // groups, K + 1), dtype=dtype)
@@ -384,10 +387,9 @@ def conv2d_backward(dout: np.ndarray,
     dwb = dwb.sum(axis=0)
     dw = dwb[:, :K].transpose(0, 2, 1).reshape(F, Cg, kH, kW)
     db = dwb[:, K].reshape(F) if has_bias else None
-    if stride == 1:
-        dxp = dxp.reshape(C, N, g.Hp, g.Wp).transpose(1, 0, 2, 3)
     dx = _empty((N, C, H, W), dtype)
-    dx[...] = dxp[:, :, padding:padding + H, padding:padding + W]
+    dx[...] = (_view(dxp, g.dxp_inner) if stride == 1
+               else dxp[:, :, padding:padding + H, padding:padding + W])
     return dx, dw, db
 
 
@@ -487,6 +489,12 @@ def _corners(H_out: int, W_out: int, W: int) -> np.ndarray:
     return _shared(np.arange(H_out)[:, None] * (2 * W) + np.arange(W_out) * 2)
 
 
+@functools.lru_cache(maxsize=16)
+def _starts(size: int, step: int) -> np.ndarray:
+    """The flat index of each input map's first cell, as a column."""
+    return _shared(np.arange(0, size, step)[:, None])
+
+
 def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
     """The gradient flows only to the input cell each window took its maximum from."""
     (N, C, H, W), argmax, size, stride = cache
@@ -497,7 +505,7 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
         big = size * dtype.itemsize >= _POOL_MIN_BYTES  # else NumPy's own allocation is cheaper
         dx = _zeros((size,), dtype)
         idx = argmax.reshape(N * C, -1)
-        idx = np.add(idx, np.arange(0, size, H * W)[:, None],
+        idx = np.add(idx, _starts(size, H * W),
                      out=_empty(idx.shape, idx.dtype) if big else None)
         dx[idx.reshape(-1)] = dout.reshape(-1)
         return dx.reshape(N, C, H, W)
